@@ -1,0 +1,466 @@
+//! The object types. Field names are camelCase in manifests, as Kubernetes users expect.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Metadata;
+
+// ---------------------------------------------------------------------------------------------
+// App
+
+/// An app: a command run as a number of instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct App {
+    /// Name, namespace, labels.
+    pub metadata: Metadata,
+    /// What the user declared.
+    pub spec: AppSpec,
+    /// What the controllers observed.
+    #[serde(default)]
+    pub status: AppStatus,
+}
+
+/// The declared part of an app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppSpec {
+    /// Instances to run. Default 1.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Placement preference: `spread` (default, for services) or `binPack` (for batch work).
+    #[serde(default)]
+    pub strategy: PlacementStrategy,
+    /// Node labels an instance's node must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// What every instance runs.
+    pub template: Template,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Where instances of an app go among the nodes that fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlacementStrategy {
+    /// Least allocated nodes first, replicas apart.
+    #[default]
+    Spread,
+    /// Most allocated nodes first.
+    BinPack,
+}
+
+/// What an instance runs: copied into each instance when it is created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Template {
+    /// The program; looked up on the agent's PATH, which starts with the directory of the berth
+    /// binary so that `berth` itself can be the command.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent's own when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// CPU and memory reserved per instance.
+    #[serde(default)]
+    pub resources: ResourceSpec,
+    /// Ports the instance listens on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<AppPort>,
+    /// When an instance may receive traffic. Without one, an instance is ready when all its
+    /// TCP ports accept connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+}
+
+/// Reserved resources, as Kubernetes quantities.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// CPU: `100m`, `0.5`, `2`. Default `100m`.
+    #[serde(default = "default_cpu")]
+    pub cpu: String,
+    /// Memory: `64Mi`, `1Gi`. Default `64Mi`.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+}
+
+fn default_cpu() -> String {
+    "100m".to_owned()
+}
+fn default_memory() -> String {
+    "64Mi".to_owned()
+}
+
+impl Default for ResourceSpec {
+    fn default() -> Self {
+        ResourceSpec {
+            cpu: default_cpu(),
+            memory: default_memory(),
+        }
+    }
+}
+
+/// A port an instance listens on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppPort {
+    /// Name, referenced by services and probes (an IANA service name: at most 15 characters).
+    pub name: String,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Port inside the instance's own network namespace. In host-port mode (unprivileged
+    /// `berth dev`) the agent assigns a free port instead and passes it as `PORT0`, `PORT1`, ...
+    /// and `PORT_<NAME>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// Transport protocol of a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A readiness check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Probe {
+    /// An HTTP GET that must answer 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    /// A TCP connect that must succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    /// Seconds between checks once the instance was ready. Default 5. Until its first success,
+    /// a new instance is checked every 100 ms so that it serves as soon as it can.
+    #[serde(default = "default_period")]
+    pub period_seconds: u32,
+    /// Seconds a check may take. Default 1.
+    #[serde(default = "one")]
+    pub timeout_seconds: u32,
+    /// Consecutive failures that take a ready instance out of endpoints. Default 3.
+    #[serde(default = "default_failures")]
+    pub failure_threshold: u32,
+}
+
+fn default_period() -> u32 {
+    5
+}
+fn default_failures() -> u32 {
+    3
+}
+
+/// HTTP GET probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpProbe {
+    /// Path, default `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Name of the app port to probe.
+    pub port: String,
+}
+
+fn default_path() -> String {
+    "/".to_owned()
+}
+
+/// TCP connect probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpProbe {
+    /// Name of the app port to probe.
+    pub port: String,
+}
+
+/// What the controllers observed of an app.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppStatus {
+    /// Instances that exist and are not being stopped.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Of those, the ready ones.
+    #[serde(default)]
+    pub ready_replicas: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service
+
+/// A stable name and ports in front of an app's ready instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Name, namespace, labels.
+    pub metadata: Metadata,
+    /// What the user declared.
+    pub spec: ServiceSpec,
+    /// What control assigned.
+    #[serde(default)]
+    pub status: ServiceStatus,
+}
+
+/// The declared part of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The app (in the same namespace) whose ready instances are the endpoints.
+    pub app: String,
+    /// Ports the service exposes.
+    pub ports: Vec<ServicePort>,
+    /// No virtual IP: DNS answers the instance addresses.
+    #[serde(default)]
+    pub headless: bool,
+}
+
+/// A service port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// Name, used in SRV names (`_<name>._tcp.<svc>...`) and by routes.
+    pub name: String,
+    /// Port on the service's virtual IP.
+    pub port: u16,
+    /// Name of the app port traffic goes to; the same name when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<String>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+impl ServicePort {
+    /// The app port this service port sends to.
+    pub fn target(&self) -> &str {
+        self.target_port.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// What control assigned to a service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceStatus {
+    /// The virtual IP, when one was allocated (not in unprivileged `berth dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<IpAddr>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route
+
+/// Virtual hosts and paths from the outside in, to service ports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// Name, namespace, labels.
+    pub metadata: Metadata,
+    /// What the user declared.
+    pub spec: RouteSpec,
+}
+
+/// The declared part of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Host names (`hello.localhost`) or wildcards (`*.example.com`).
+    pub hosts: Vec<String>,
+    /// Path rules; the longest matching prefix wins.
+    pub rules: Vec<RouteRule>,
+}
+
+/// One path rule of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRule {
+    /// Path prefix, default `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Service in the route's namespace.
+    pub service: String,
+    /// Name of the service port.
+    pub port: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node
+
+/// A machine running `berth agent`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    /// Name and labels (namespace is empty: nodes are cluster-scoped).
+    pub metadata: Metadata,
+    /// What the agent registered.
+    pub spec: NodeSpec,
+    /// Liveness as the agent reports it.
+    #[serde(default)]
+    pub status: NodeStatus,
+}
+
+/// What a node offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    /// The node's address for instances and other nodes.
+    pub address: IpAddr,
+    /// Millicores instances may use.
+    pub cpu_millis: u64,
+    /// Bytes of memory instances may use.
+    pub memory_bytes: u64,
+    /// Most instances at once.
+    pub max_instances: u32,
+    /// Cordoned: nothing new is placed here.
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+/// A node's reported condition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeStatus {
+    /// The agent is running and reporting.
+    #[serde(default)]
+    pub ready: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instance
+
+/// One running copy of an app, placed on a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Instance {
+    /// Name (`<app>-<suffix>`), namespace, labels (`app`).
+    pub metadata: Metadata,
+    /// What control decided.
+    pub spec: InstanceSpec,
+    /// What the agent reports.
+    #[serde(default)]
+    pub status: InstanceStatus,
+}
+
+/// What control decided for an instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// The app it belongs to.
+    pub app: String,
+    /// What it runs (a copy of the app's template when it was created).
+    pub template: Template,
+    /// The node it is placed on; none while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Control wants it stopped: it leaves endpoints at once, and the agent stops it.
+    #[serde(default)]
+    pub stop: bool,
+}
+
+/// The life cycle of an instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InstanceState {
+    /// Waiting for a node.
+    #[default]
+    Pending,
+    /// Placed, not started yet.
+    Scheduled,
+    /// Process started, not ready yet.
+    Starting,
+    /// Ready: in endpoints.
+    Ready,
+    /// Running but its readiness check fails.
+    Running,
+    /// Being stopped.
+    Terminating,
+    /// Stopped on purpose.
+    Stopped,
+    /// The process exited or could not start; the agent restarts it.
+    Failed,
+}
+
+impl InstanceState {
+    /// Lowercase name for tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Scheduled => "scheduled",
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Running => "running",
+            InstanceState::Terminating => "terminating",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Failed => "failed",
+        }
+    }
+}
+
+/// What the agent reports of an instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceStatus {
+    /// Where it is in its life cycle.
+    #[serde(default)]
+    pub state: InstanceState,
+    /// The address its ports listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// Its ports, by app port name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+    /// How many times the agent restarted it.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why the process last exited, or why it is not placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Process id on its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+
+/// The ready instances behind a service, computed by control (same namespace and name as the
+/// service).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoints {
+    /// Same name and namespace as the service.
+    pub metadata: Metadata,
+    /// Ready addresses, sorted by instance name.
+    #[serde(default)]
+    pub addresses: Vec<EndpointAddress>,
+}
+
+/// One ready instance behind a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointAddress {
+    /// Instance name (its DNS host name).
+    pub instance: String,
+    /// Node it runs on.
+    pub node: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port for each service port, by service port name.
+    pub ports: BTreeMap<String, u16>,
+}

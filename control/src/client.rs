@@ -1,0 +1,289 @@
+//! The API client used by the CLI and the agent, and informers: local caches kept in step with
+//! the server by list + watch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Kind, Object};
+use crate::server::{Applied, List, WatchLine};
+
+/// Most bytes of one watch line; a longer one ends the watch (and the informer relists).
+const MAX_LINE: usize = 16 << 20;
+
+/// A client of the berth API.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+fn path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
+    let mut p = match namespace {
+        Some(ns) if kind.namespaced() => format!("/api/v1/namespaces/{ns}/{}", kind.plural()),
+        _ => format!("/api/v1/{}", kind.plural()),
+    };
+    if let Some(n) = name {
+        p.push('/');
+        p.push_str(n);
+    }
+    p
+}
+
+impl Client {
+    /// A client of the server at `base`, e.g. `http://127.0.0.1:7070`.
+    pub fn new(base: &str) -> Result<Client> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            bail!("server address {base:?} must start with http:// (TLS comes with the API's auth)");
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Client { base, http })
+    }
+
+    /// The server address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<Incoming>> {
+        let uri = format!("{}{}", self.base, path);
+        let mut req = hyper::Request::builder().method(method.clone()).uri(&uri);
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        self.http
+            .request(req)
+            .await
+            .with_context(|| format!("{method} {uri}: cannot reach the berth API"))
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T> {
+        let (status, bytes) = self.call_raw(method.clone(), path, body).await?;
+        if !status.is_success() {
+            bail!("{}", api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: bad response"))
+    }
+
+    async fn call_raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+        let resp = tokio::time::timeout(Duration::from_secs(30), async {
+            let resp = self.send(method.clone(), path, body).await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((status, bytes))
+        })
+        .await
+        .map_err(|_| anyhow!("{method} {path}: no answer within 30 s"))??;
+        Ok(resp)
+    }
+
+    /// Lists objects of a kind.
+    pub async fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<List> {
+        self.call(Method::GET, &path(kind, namespace, None), None).await
+    }
+
+    /// One object, or `None`.
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Object>> {
+        let (status, bytes) = self
+            .call_raw(Method::GET, &path(kind, Some(namespace), Some(name)), None)
+            .await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(serde_json::from_slice(&bytes)?)),
+            s => bail!("{}", api_error(s, &bytes)),
+        }
+    }
+
+    /// Creates or updates declared objects, all or none.
+    pub async fn apply(&self, objects: &[Object]) -> Result<Vec<Applied>> {
+        self.call(Method::POST, "/api/v1/apply", Some(serde_json::to_vec(objects)?))
+            .await
+    }
+
+    /// Creates or updates an object (nodes: by their agent).
+    pub async fn put(&self, obj: &Object) -> Result<Object> {
+        let m = obj.meta();
+        self.call(
+            Method::PUT,
+            &path(obj.kind(), Some(&m.namespace), Some(&m.name)),
+            Some(serde_json::to_vec(obj)?),
+        )
+        .await
+    }
+
+    /// Replaces the status of an instance or node.
+    pub async fn put_status<S: Serialize>(&self, kind: Kind, namespace: &str, name: &str, status: &S) -> Result<()> {
+        let p = format!("{}/status", path(kind, Some(namespace), Some(name)));
+        let _: Object = self.call(Method::PUT, &p, Some(serde_json::to_vec(status)?)).await?;
+        Ok(())
+    }
+
+    /// Deletes an object; `None` if it did not exist.
+    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Object>> {
+        let (status, bytes) = self
+            .call_raw(Method::DELETE, &path(kind, Some(namespace), Some(name)), None)
+            .await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(serde_json::from_slice(&bytes)?)),
+            s => bail!("{}", api_error(s, &bytes)),
+        }
+    }
+
+    /// Sets an app's replicas.
+    pub async fn scale(&self, namespace: &str, name: &str, replicas: u32) -> Result<Object> {
+        let p = format!("{}/scale", path(Kind::App, Some(namespace), Some(name)));
+        self.call(Method::PUT, &p, Some(serde_json::to_vec(&serde_json::json!({"replicas": replicas}))?))
+            .await
+    }
+
+    /// Opens a watch of every change after `revision` (or of everything, from a listing).
+    pub async fn watch(&self, kind: Kind, namespace: Option<&str>, revision: Option<u64>) -> Result<WatchStream> {
+        let mut p = format!("{}?watch=1", path(kind, namespace, None));
+        if let Some(r) = revision {
+            p.push_str(&format!("&revision={r}"));
+        }
+        let resp = self.send(Method::GET, &p, None).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            bail!("{}", api_error(status, &bytes));
+        }
+        Ok(WatchStream {
+            body: resp.into_body(),
+            buf: BytesMut::new(),
+        })
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> String {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    format!("{} ({})", msg.trim_end(), status.as_u16())
+}
+
+/// An open watch: NDJSON lines, read as they arrive.
+pub struct WatchStream {
+    body: Incoming,
+    buf: BytesMut,
+}
+
+impl WatchStream {
+    /// The complete lines that arrived with the next chunk; `None` when the stream ended.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<WatchLine>>> {
+        loop {
+            let mut out = Vec::new();
+            while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(pos + 1);
+                if line.len() > 1 {
+                    out.push(serde_json::from_slice(&line[..line.len() - 1]).context("bad watch line")?);
+                }
+            }
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+            if self.buf.len() > MAX_LINE {
+                bail!("watch line longer than {MAX_LINE} bytes");
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A local copy of the objects of one kind.
+#[derive(Clone, Debug, Default)]
+pub struct Cache {
+    /// Revision the copy is current at.
+    pub revision: u64,
+    /// The objects by store key.
+    pub objects: BTreeMap<String, Arc<Object>>,
+    /// True once the first listing arrived.
+    pub synced: bool,
+}
+
+/// Keeps a [`Cache`] of one kind in step with the server and publishes every new version.
+pub fn informer(client: Client, kind: Kind, shutdown: CancellationToken) -> tokio::sync::watch::Receiver<Arc<Cache>> {
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(Cache::default()));
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let run = run_informer(&client, kind, &tx);
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = run => r,
+            };
+            match result {
+                Ok(()) => tracing::debug!(kind = %kind, "watch ended; relisting"),
+                Err(e) => tracing::warn!(kind = %kind, error = %format!("{e:#}"), "watch failed; relisting"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    });
+    rx
+}
+
+async fn run_informer(client: &Client, kind: Kind, tx: &tokio::sync::watch::Sender<Arc<Cache>>) -> Result<()> {
+    let list = client.list(kind, None).await?;
+    let mut cache = Cache {
+        revision: list.revision,
+        objects: list.items.into_iter().map(|o| (o.key(), Arc::new(o))).collect(),
+        synced: true,
+    };
+    tx.send_replace(Arc::new(cache.clone()));
+    let mut stream = client.watch(kind, None, Some(list.revision)).await?;
+    while let Some(lines) = stream.next_batch().await? {
+        let mut changed = false;
+        for l in lines {
+            match l {
+                WatchLine::Added { revision, object } | WatchLine::Modified { revision, object } => {
+                    cache.objects.insert(object.key(), Arc::new(object));
+                    cache.revision = revision;
+                    changed = true;
+                }
+                WatchLine::Deleted { revision, object } => {
+                    cache.objects.remove(&object.key());
+                    cache.revision = revision;
+                    changed = true;
+                }
+                WatchLine::Bookmark { revision } => cache.revision = cache.revision.max(revision),
+                WatchLine::Error { message, .. } => bail!("watch: {message}"),
+            }
+        }
+        if changed {
+            tx.send_replace(Arc::new(cache.clone()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,519 @@
+//! The API server: REST JSON over the store, apply, status subresources and NDJSON watches.
+//!
+//! Paths:
+//! - `GET /healthz`
+//! - `POST /api/v1/apply`: a JSON array of objects, validated, then created or updated atomically
+//! - `GET /api/v1/{kind}`: list in every namespace; `?watch=1&revision=N` streams NDJSON events
+//! - `GET /api/v1/namespaces/{ns}/{kind}` (same, one namespace)
+//! - `GET|PUT|DELETE /api/v1/namespaces/{ns}/{kind}/{name}`, and `/api/v1/nodes/{name}`
+//! - `PUT .../{kind}/{name}/status`: the status of an instance or node
+//! - `PUT /api/v1/namespaces/{ns}/apps/{name}/scale`: `{"replicas": N}`
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Kind, Object, user_kind};
+use crate::http_util::{Body, respond, serve};
+use crate::manifest::check_object;
+use crate::store::{Event, Outcome, Store, StoreError};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 8 << 20;
+/// Events buffered per watch stream before the stream waits for its client.
+const WATCH_BUFFER: usize = 256;
+/// A watch with nothing to say sends a bookmark this often, so idle proxies keep it open and the
+/// client learns the current revision.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+
+/// A list response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct List {
+    /// Revision the list is current at; watch from here.
+    pub revision: u64,
+    /// The objects.
+    pub items: Vec<Object>,
+}
+
+/// One line of a watch stream.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "UPPERCASE")]
+pub enum WatchLine {
+    /// Created.
+    Added {
+        /// Revision of the change.
+        revision: u64,
+        /// The object.
+        object: Object,
+    },
+    /// Changed.
+    Modified {
+        /// Revision of the change.
+        revision: u64,
+        /// The object.
+        object: Object,
+    },
+    /// Deleted.
+    Deleted {
+        /// Revision of the change.
+        revision: u64,
+        /// The object as it was.
+        object: Object,
+    },
+    /// Nothing new up to this revision.
+    Bookmark {
+        /// Current revision.
+        revision: u64,
+    },
+    /// The watch ended; for `too old`, list again.
+    Error {
+        /// HTTP-like code: 410 for too old.
+        code: u16,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The result of one object of an apply.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Applied {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn run(store: Store, listener: TcpListener, shutdown: CancellationToken) {
+    let stop = shutdown.clone();
+    serve(
+        listener,
+        move |req| {
+            let store = store.clone();
+            let stop = stop.clone();
+            async move { handle(store, req, stop).await }
+        },
+        shutdown,
+        Duration::from_secs(2),
+    )
+    .await;
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(status, "application/json", body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
+    }
+}
+
+/// An error response: `{"code": 422, "error": "..."}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let body = serde_json::json!({"code": status.as_u16(), "error": message.into()});
+    respond(status, "application/json", body.to_string())
+}
+
+fn store_error(e: StoreError) -> Response<Body> {
+    let status = match &e {
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::AlreadyExists(_) | StoreError::Conflict { .. } => StatusCode::CONFLICT,
+        StoreError::TooOld { .. } => StatusCode::GONE,
+        StoreError::Db(_) | StoreError::Corrupt { .. } => {
+            tracing::error!(error = %e, "store failure");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error(status, e.to_string())
+}
+
+async fn body_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("reading body (limit {MAX_BODY} bytes): {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// Where a request points, once the path is parsed.
+struct Target<'a> {
+    kind: Kind,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    sub: Option<&'a str>,
+}
+
+fn parse_path(path: &str) -> Result<Target<'_>, String> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let kind = |s: &str| s.parse::<Kind>().map_err(|e| e.to_string());
+    let t = match segs.as_slice() {
+        ["api", "v1", "namespaces", ns, k, rest @ ..] if rest.len() <= 2 => Target {
+            kind: kind(k)?,
+            namespace: Some(ns),
+            name: rest.first().copied(),
+            sub: rest.get(1).copied(),
+        },
+        ["api", "v1", k, rest @ ..] if rest.len() <= 2 => Target {
+            kind: kind(k)?,
+            namespace: None,
+            name: rest.first().copied(),
+            sub: rest.get(1).copied(),
+        },
+        _ => return Err(format!("no such path: {path}")),
+    };
+    if t.name.is_some() && t.namespace.is_none() && t.kind.namespaced() {
+        return Err(format!(
+            "{} are namespaced: use /api/v1/namespaces/{{ns}}/{}/{{name}}",
+            t.kind.plural(),
+            t.kind.plural()
+        ));
+    }
+    Ok(t)
+}
+
+async fn handle(store: Store, req: Request<Incoming>, shutdown: CancellationToken) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    if path == "/healthz" {
+        return respond(StatusCode::OK, "text/plain", "ok\n");
+    }
+    if path == "/api/v1/apply" {
+        return match method {
+            Method::POST => apply(&store, req).await,
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "apply takes POST"),
+        };
+    }
+    let target = match parse_path(&path) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
+    };
+    let ns = target.namespace.unwrap_or("");
+    match (method, target.name, target.sub) {
+        (Method::GET, None, None) => {
+            let q = query(&req);
+            if q.get("watch").is_some_and(|v| v == "1" || v == "true") {
+                let from = q.get("revision").and_then(|r| r.parse().ok());
+                watch(&store, target.kind, target.namespace, from, shutdown)
+            } else {
+                let (items, revision) = store.list(target.kind, target.namespace);
+                let items = items.iter().map(|o| (**o).clone()).collect();
+                json(StatusCode::OK, &List { revision, items })
+            }
+        }
+        (Method::GET, Some(name), None) => match store.get(target.kind, ns, name) {
+            Some(o) => json(StatusCode::OK, &*o),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("{} {ns}/{name} not found", target.kind),
+            ),
+        },
+        (Method::DELETE, Some(name), None) => {
+            if !user_kind(target.kind) && target.kind != Kind::Node {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!("{} are managed by berth", target.kind.plural()),
+                );
+            }
+            match store.delete(target.kind, ns, name) {
+                Ok(Some(o)) => json(StatusCode::OK, &o),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    format!("{} {ns}/{name} not found", target.kind),
+                ),
+                Err(e) => store_error(e),
+            }
+        }
+        (Method::PUT, Some(name), None) => put_object(&store, target.kind, ns, name, req).await,
+        (Method::PUT, Some(name), Some("status")) => {
+            put_status(&store, target.kind, ns, name, req).await
+        }
+        (Method::PUT, Some(name), Some("scale")) if target.kind == Kind::App => {
+            scale(&store, ns, name, req).await
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path}: method not allowed")),
+    }
+}
+
+async fn apply(store: &Store, req: Request<Incoming>) -> Response<Body> {
+    let values = match body_json(req).await {
+        Ok(Value::Array(v)) => v,
+        Ok(v) => vec![v],
+        Err(r) => return r,
+    };
+    let mut objects = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        match check_object(v) {
+            Ok(o) => objects.push(o),
+            Err(msgs) => errors.extend(msgs.into_iter().map(|m| format!("object {}: {m}", i + 1))),
+        }
+    }
+    if !errors.is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, errors.join("\n"));
+    }
+    match store.apply(objects) {
+        Ok(out) => {
+            let out: Vec<_> = out
+                .into_iter()
+                .map(|(o, outcome)| {
+                    let m = o.meta();
+                    tracing::info!(kind = %o.kind(), namespace = %m.namespace, name = %m.name, ?outcome, "applied");
+                    Applied {
+                        object: format!("{} {}/{}", o.kind(), m.namespace, m.name),
+                        outcome,
+                    }
+                })
+                .collect();
+            json(StatusCode::OK, &out)
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn put_object(
+    store: &Store,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let mut value = match body_json(req).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let obj = if user_kind(kind) {
+        if let Some(map) = value.as_object_mut() {
+            map.entry("kind").or_insert_with(|| Value::String(kind.name().to_owned()));
+        }
+        match check_object(value) {
+            Ok(o) => o,
+            Err(msgs) => return error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join("\n")),
+        }
+    } else if kind == Kind::Node {
+        // Agents register their node; the envelope is theirs to fill.
+        if let Some(map) = value.as_object_mut() {
+            map.insert("kind".into(), Value::String("Node".into()));
+        }
+        match serde_json::from_value::<Object>(value) {
+            Ok(o) => o,
+            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("node: {e}")),
+        }
+    } else {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{} are managed by berth", kind.plural()),
+        );
+    };
+    let m = obj.meta();
+    if m.name != name || (kind.namespaced() && m.namespace != ns) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "metadata names {}/{}, the path {ns}/{name}",
+                m.namespace, m.name
+            ),
+        );
+    }
+    match store.apply(vec![obj]) {
+        Ok(mut out) => match out.pop() {
+            Some((o, _)) => json(StatusCode::OK, &o),
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "apply returned nothing"),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+async fn put_status(
+    store: &Store,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let value = match body_json(req).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let result = match kind {
+        Kind::Instance => match serde_json::from_value(value) {
+            Ok(status) => store.modify(kind, ns, name, |o| match o {
+                Object::Instance(i) if i.status != status => {
+                    i.status = status;
+                    true
+                }
+                _ => false,
+            }),
+            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("status: {e}")),
+        },
+        Kind::Node => match serde_json::from_value(value) {
+            Ok(status) => store.modify(kind, ns, name, |o| match o {
+                Object::Node(n) if n.status != status => {
+                    n.status = status;
+                    true
+                }
+                _ => false,
+            }),
+            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("status: {e}")),
+        },
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("{} have no status subresource", kind.plural()),
+            );
+        }
+    };
+    match result {
+        Ok(o) => json(StatusCode::OK, &o),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scale {
+    replicas: u32,
+}
+
+async fn scale(store: &Store, ns: &str, name: &str, req: Request<Incoming>) -> Response<Body> {
+    let scale: Scale = match body_json(req).await.map(serde_json::from_value) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("scale: {e}")),
+        Err(r) => return r,
+    };
+    if scale.replicas > crate::api::MAX_REPLICAS {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("replicas: {} is more than the limit of {}", scale.replicas, crate::api::MAX_REPLICAS),
+        );
+    }
+    match store.modify(Kind::App, ns, name, |o| match o {
+        Object::App(a) if a.spec.replicas != scale.replicas => {
+            a.spec.replicas = scale.replicas;
+            true
+        }
+        _ => false,
+    }) {
+        Ok(o) => json(StatusCode::OK, &o),
+        Err(e) => store_error(e),
+    }
+}
+
+fn line(l: &WatchLine) -> Bytes {
+    let mut v = serde_json::to_vec(l).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn event_line(e: &Event) -> WatchLine {
+    let object = (*e.object).clone();
+    let revision = e.revision;
+    match e.kind {
+        crate::store::EventType::Added => WatchLine::Added { revision, object },
+        crate::store::EventType::Modified => WatchLine::Modified { revision, object },
+        crate::store::EventType::Deleted => WatchLine::Deleted { revision, object },
+    }
+}
+
+/// Streams events of one kind (and namespace) as NDJSON. Without a revision it starts with the
+/// current objects as ADDED, as a Kubernetes watch without resourceVersion does.
+fn watch(
+    store: &Store,
+    kind: Kind,
+    namespace: Option<&str>,
+    from: Option<u64>,
+    shutdown: CancellationToken,
+) -> Response<Body> {
+    let (initial, from) = match from {
+        Some(rev) => (Vec::new(), rev),
+        None => {
+            let (items, rev) = store.list(kind, namespace);
+            (items, rev)
+        }
+    };
+    let mut watcher = match store.watch(from) {
+        Ok(w) => w,
+        Err(e) => return store_error(e),
+    };
+    let namespace = namespace.map(str::to_owned);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WATCH_BUFFER);
+    tokio::spawn(async move {
+        for o in initial {
+            let l = WatchLine::Added {
+                revision: o.meta().revision,
+                object: (*o).clone(),
+            };
+            if tx.send(line(&l)).await.is_err() {
+                return;
+            }
+        }
+        let matches = |o: &Object| {
+            o.kind() == kind && namespace.as_deref().is_none_or(|ns| o.meta().namespace == ns)
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                r = tokio::time::timeout(BOOKMARK_EVERY, watcher.next()) => r,
+            };
+            let events = match next {
+                Err(_) => {
+                    let l = WatchLine::Bookmark { revision: watcher.revision() };
+                    if tx.send(line(&l)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(Ok(events)) => events,
+                Ok(Err(e)) => {
+                    let _ = tx
+                        .send(line(&WatchLine::Error { code: 410, message: e.to_string() }))
+                        .await;
+                    return;
+                }
+            };
+            for e in events.iter().filter(|e| matches(&e.object)) {
+                if tx.send(line(&event_line(e))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    if let Ok(v) = "application/x-ndjson".parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
