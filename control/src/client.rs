@@ -47,7 +47,9 @@ impl Client {
     pub fn new(base: &str) -> Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") {
-            bail!("server address {base:?} must start with http:// (TLS comes with the API's auth)");
+            bail!(
+                "server address {base:?} must start with http:// (TLS comes with the API's auth)"
+            );
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -63,7 +65,12 @@ impl Client {
         &self.base
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<Incoming>> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>> {
         let uri = format!("{}{}", self.base, path);
         let mut req = hyper::Request::builder().method(method.clone()).uri(&uri);
         if body.is_some() {
@@ -76,7 +83,12 @@ impl Client {
             .with_context(|| format!("{method} {uri}: cannot reach the berth API"))
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
         let (status, bytes) = self.call_raw(method.clone(), path, body).await?;
         if !status.is_success() {
             bail!("{}", api_error(status, &bytes));
@@ -84,7 +96,12 @@ impl Client {
         serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: bad response"))
     }
 
-    async fn call_raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
         let resp = tokio::time::timeout(Duration::from_secs(30), async {
             let resp = self.send(method.clone(), path, body).await?;
             let status = resp.status();
@@ -98,7 +115,8 @@ impl Client {
 
     /// Lists objects of a kind.
     pub async fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<List> {
-        self.call(Method::GET, &path(kind, namespace, None), None).await
+        self.call(Method::GET, &path(kind, namespace, None), None)
+            .await
     }
 
     /// One object, or `None`.
@@ -115,8 +133,12 @@ impl Client {
 
     /// Creates or updates declared objects, all or none.
     pub async fn apply(&self, objects: &[Object]) -> Result<Vec<Applied>> {
-        self.call(Method::POST, "/api/v1/apply", Some(serde_json::to_vec(objects)?))
-            .await
+        self.call(
+            Method::POST,
+            "/api/v1/apply",
+            Some(serde_json::to_vec(objects)?),
+        )
+        .await
     }
 
     /// Creates or updates an object (nodes: by their agent).
@@ -131,16 +153,28 @@ impl Client {
     }
 
     /// Replaces the status of an instance or node.
-    pub async fn put_status<S: Serialize>(&self, kind: Kind, namespace: &str, name: &str, status: &S) -> Result<()> {
+    pub async fn put_status<S: Serialize>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        status: &S,
+    ) -> Result<()> {
         let p = format!("{}/status", path(kind, Some(namespace), Some(name)));
-        let _: Object = self.call(Method::PUT, &p, Some(serde_json::to_vec(status)?)).await?;
+        let _: Object = self
+            .call(Method::PUT, &p, Some(serde_json::to_vec(status)?))
+            .await?;
         Ok(())
     }
 
     /// Deletes an object; `None` if it did not exist.
     pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Object>> {
         let (status, bytes) = self
-            .call_raw(Method::DELETE, &path(kind, Some(namespace), Some(name)), None)
+            .call_raw(
+                Method::DELETE,
+                &path(kind, Some(namespace), Some(name)),
+                None,
+            )
             .await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
@@ -152,12 +186,23 @@ impl Client {
     /// Sets an app's replicas.
     pub async fn scale(&self, namespace: &str, name: &str, replicas: u32) -> Result<Object> {
         let p = format!("{}/scale", path(Kind::App, Some(namespace), Some(name)));
-        self.call(Method::PUT, &p, Some(serde_json::to_vec(&serde_json::json!({"replicas": replicas}))?))
-            .await
+        self.call(
+            Method::PUT,
+            &p,
+            Some(serde_json::to_vec(
+                &serde_json::json!({"replicas": replicas}),
+            )?),
+        )
+        .await
     }
 
     /// Opens a watch of every change after `revision` (or of everything, from a listing).
-    pub async fn watch(&self, kind: Kind, namespace: Option<&str>, revision: Option<u64>) -> Result<WatchStream> {
+    pub async fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        revision: Option<u64>,
+    ) -> Result<WatchStream> {
         let mut p = format!("{}?watch=1", path(kind, namespace, None));
         if let Some(r) = revision {
             p.push_str(&format!("&revision={r}"));
@@ -197,7 +242,10 @@ impl WatchStream {
             while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let line = self.buf.split_to(pos + 1);
                 if line.len() > 1 {
-                    out.push(serde_json::from_slice(&line[..line.len() - 1]).context("bad watch line")?);
+                    out.push(
+                        serde_json::from_slice(&line[..line.len() - 1])
+                            .context("bad watch line")?,
+                    );
                 }
             }
             if !out.is_empty() {
@@ -230,7 +278,11 @@ pub struct Cache {
 }
 
 /// Keeps a [`Cache`] of one kind in step with the server and publishes every new version.
-pub fn informer(client: Client, kind: Kind, shutdown: CancellationToken) -> tokio::sync::watch::Receiver<Arc<Cache>> {
+pub fn informer(
+    client: Client,
+    kind: Kind,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<Arc<Cache>> {
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(Cache::default()));
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
@@ -242,7 +294,9 @@ pub fn informer(client: Client, kind: Kind, shutdown: CancellationToken) -> toki
             };
             match result {
                 Ok(()) => tracing::debug!(kind = %kind, "watch ended; relisting"),
-                Err(e) => tracing::warn!(kind = %kind, error = %format!("{e:#}"), "watch failed; relisting"),
+                Err(e) => {
+                    tracing::warn!(kind = %kind, error = %format!("{e:#}"), "watch failed; relisting")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -254,11 +308,19 @@ pub fn informer(client: Client, kind: Kind, shutdown: CancellationToken) -> toki
     rx
 }
 
-async fn run_informer(client: &Client, kind: Kind, tx: &tokio::sync::watch::Sender<Arc<Cache>>) -> Result<()> {
+async fn run_informer(
+    client: &Client,
+    kind: Kind,
+    tx: &tokio::sync::watch::Sender<Arc<Cache>>,
+) -> Result<()> {
     let list = client.list(kind, None).await?;
     let mut cache = Cache {
         revision: list.revision,
-        objects: list.items.into_iter().map(|o| (o.key(), Arc::new(o))).collect(),
+        objects: list
+            .items
+            .into_iter()
+            .map(|o| (o.key(), Arc::new(o)))
+            .collect(),
         synced: true,
     };
     tx.send_replace(Arc::new(cache.clone()));
@@ -267,7 +329,8 @@ async fn run_informer(client: &Client, kind: Kind, tx: &tokio::sync::watch::Send
         let mut changed = false;
         for l in lines {
             match l {
-                WatchLine::Added { revision, object } | WatchLine::Modified { revision, object } => {
+                WatchLine::Added { revision, object }
+                | WatchLine::Modified { revision, object } => {
                     cache.objects.insert(object.key(), Arc::new(object));
                     cache.revision = revision;
                     changed = true;

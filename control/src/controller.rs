@@ -102,10 +102,19 @@ pub fn random_name(app: &str) -> String {
 /// One reconcile pass against the store; returns how many objects it wrote.
 pub fn pass(store: &Store) -> Result<usize, StoreError> {
     let mut objects = Vec::new();
-    for kind in [Kind::App, Kind::Service, Kind::Node, Kind::Instance, Kind::Endpoints] {
+    for kind in [
+        Kind::App,
+        Kind::Service,
+        Kind::Node,
+        Kind::Instance,
+        Kind::Endpoints,
+    ] {
         objects.extend(store.list(kind, None).0.iter().map(|o| (**o).clone()));
     }
-    let read: BTreeMap<String, u64> = objects.iter().map(|o| (o.key(), o.meta().revision)).collect();
+    let read: BTreeMap<String, u64> = objects
+        .iter()
+        .map(|o| (o.key(), o.meta().revision))
+        .collect();
     let mut world = World::new(objects);
     reconcile(&mut world, &mut random_name);
     store.transaction(|tx| {

@@ -197,22 +197,47 @@ mod tests {
 
     #[test]
     fn errors_name_file_document_and_field() {
-        let e = err("kind: App\nmetadata: {name: a}\nspec:\n  replicas: three\n  template: {command: x}\n");
-        assert!(e.starts_with("f.yaml: document 1: spec.replicas: invalid type"), "{e}");
-        let e = err("---\nkind: Service\nmetadata: {name: s}\nspec: {app: a, ports: [{name: http, port: 80}], colour: red}\n");
-        assert!(e.contains("document 1: spec.colour: unknown field `colour`"), "{e}");
-        let e = err("kind: Route\nmetadata: {name: r}\nspec: {hosts: [\"bad host\"], rules: [{service: s, port: http}]}\n");
-        assert!(e.contains("Route default/r: spec.hosts[0]: \"bad host\" is not a host name"), "{e}");
+        let e = err(
+            "kind: App\nmetadata: {name: a}\nspec:\n  replicas: three\n  template: {command: x}\n",
+        );
+        assert!(
+            e.starts_with("f.yaml: document 1: spec.replicas: invalid type"),
+            "{e}"
+        );
+        let e = err(
+            "---\nkind: Service\nmetadata: {name: s}\nspec: {app: a, ports: [{name: http, port: 80}], colour: red}\n",
+        );
+        assert!(
+            e.contains("document 1: spec.colour: unknown field `colour`"),
+            "{e}"
+        );
+        let e = err(
+            "kind: Route\nmetadata: {name: r}\nspec: {hosts: [\"bad host\"], rules: [{service: s, port: http}]}\n",
+        );
+        assert!(
+            e.contains("Route default/r: spec.hosts[0]: \"bad host\" is not a host name"),
+            "{e}"
+        );
         let e = err("kind: Gadget\nmetadata: {name: g}\n");
         assert!(e.contains("kind: unknown kind \"Gadget\""), "{e}");
         let e = err("kind: Instance\nmetadata: {name: g}\n");
         assert!(e.contains("managed by berth"), "{e}");
         let e = err("kind: App\nmetadata: {name: Bad_Name}\nspec: {template: {command: x}}\n");
-        assert!(e.contains("metadata.name: \"Bad_Name\" must be a DNS label"), "{e}");
+        assert!(
+            e.contains("metadata.name: \"Bad_Name\" must be a DNS label"),
+            "{e}"
+        );
         let e = err("a: [1, 2\n");
         assert!(e.starts_with("f.yaml: document 1: "), "{e}");
-        let e = err("kind: App\nmetadata: {name: a}\nspec: {template: {command: x, ports: [{name: http}], readinessProbe: {tcp: {port: web}}}}\n");
-        assert!(e.contains("spec.template.readinessProbe.tcp.port: \"web\" is not one of the app's ports"), "{e}");
+        let e = err(
+            "kind: App\nmetadata: {name: a}\nspec: {template: {command: x, ports: [{name: http}], readinessProbe: {tcp: {port: web}}}}\n",
+        );
+        assert!(
+            e.contains(
+                "spec.template.readinessProbe.tcp.port: \"web\" is not one of the app's ports"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

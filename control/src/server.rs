@@ -198,7 +198,11 @@ fn parse_path(path: &str) -> Result<Target<'_>, String> {
     Ok(t)
 }
 
-async fn handle(store: Store, req: Request<Incoming>, shutdown: CancellationToken) -> Response<Body> {
+async fn handle(
+    store: Store,
+    req: Request<Incoming>,
+    shutdown: CancellationToken,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -257,7 +261,10 @@ async fn handle(store: Store, req: Request<Incoming>, shutdown: CancellationToke
         (Method::PUT, Some(name), Some("scale")) if target.kind == Kind::App => {
             scale(&store, ns, name, req).await
         }
-        _ => error(StatusCode::METHOD_NOT_ALLOWED, format!("{path}: method not allowed")),
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path}: method not allowed"),
+        ),
     }
 }
 
@@ -310,7 +317,8 @@ async fn put_object(
     };
     let obj = if user_kind(kind) {
         if let Some(map) = value.as_object_mut() {
-            map.entry("kind").or_insert_with(|| Value::String(kind.name().to_owned()));
+            map.entry("kind")
+                .or_insert_with(|| Value::String(kind.name().to_owned()));
         }
         match check_object(value) {
             Ok(o) => o,
@@ -410,7 +418,11 @@ async fn scale(store: &Store, ns: &str, name: &str, req: Request<Incoming>) -> R
     if scale.replicas > crate::api::MAX_REPLICAS {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("replicas: {} is more than the limit of {}", scale.replicas, crate::api::MAX_REPLICAS),
+            format!(
+                "replicas: {} is more than the limit of {}",
+                scale.replicas,
+                crate::api::MAX_REPLICAS
+            ),
         );
     }
     match store.modify(Kind::App, ns, name, |o| match o {
@@ -474,7 +486,10 @@ fn watch(
             }
         }
         let matches = |o: &Object| {
-            o.kind() == kind && namespace.as_deref().is_none_or(|ns| o.meta().namespace == ns)
+            o.kind() == kind
+                && namespace
+                    .as_deref()
+                    .is_none_or(|ns| o.meta().namespace == ns)
         };
         loop {
             let next = tokio::select! {
@@ -484,7 +499,9 @@ fn watch(
             };
             let events = match next {
                 Err(_) => {
-                    let l = WatchLine::Bookmark { revision: watcher.revision() };
+                    let l = WatchLine::Bookmark {
+                        revision: watcher.revision(),
+                    };
                     if tx.send(line(&l)).await.is_err() {
                         return;
                     }
@@ -493,7 +510,10 @@ fn watch(
                 Ok(Ok(events)) => events,
                 Ok(Err(e)) => {
                     let _ = tx
-                        .send(line(&WatchLine::Error { code: 410, message: e.to_string() }))
+                        .send(line(&WatchLine::Error {
+                            code: 410,
+                            message: e.to_string(),
+                        }))
                         .await;
                     return;
                 }
@@ -516,4 +536,3 @@ fn watch(
     }
     r
 }
-

@@ -172,7 +172,8 @@ impl Store {
 
     /// Opens the store keeping `history` events for watchers.
     pub fn open_with_history(dir: &Path, history: usize) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
         let db = redb::Database::create(dir.join("berth.redb"))?;
         {
             // Tables exist from the first open on, so that reads never meet a missing table.
@@ -293,12 +294,11 @@ impl Store {
                                 m.created_at = now;
                             }
                         }
-                        let bytes = serde_json::to_vec(&obj).map_err(|source| {
-                            StoreError::Corrupt {
+                        let bytes =
+                            serde_json::to_vec(&obj).map_err(|source| StoreError::Corrupt {
                                 key: k.clone(),
                                 source,
-                            }
-                        })?;
+                            })?;
                         table.insert(k.as_str(), bytes.as_slice())?;
                         let kind = if old.is_some() {
                             EventType::Modified
@@ -455,7 +455,11 @@ impl Store {
                 oldest: state.compacted,
             });
         }
-        Ok(Watcher::new(self.clone(), from, self.inner.latest.subscribe()))
+        Ok(Watcher::new(
+            self.clone(),
+            from,
+            self.inner.latest.subscribe(),
+        ))
     }
 
     /// Events after `from`, or `TooOld` if some of them were dropped from the history.

@@ -219,11 +219,9 @@ fn score(state: &NodeState, request: &Request) -> Score {
     let after = state.used.add(request.resources);
     // Dominant share after placement, in parts per million of the node.
     let share = |used: u64, total: u64| -> i64 {
-        if total == 0 {
-            1_000_000
-        } else {
-            i64::try_from(used.saturating_mul(1_000_000) / total).unwrap_or(i64::MAX)
-        }
+        used.saturating_mul(1_000_000)
+            .checked_div(total)
+            .map_or(1_000_000, |s| i64::try_from(s).unwrap_or(i64::MAX))
     };
     let dominant = share(after.cpu_millis, state.node.allocatable.cpu_millis).max(share(
         after.memory_bytes,
@@ -245,6 +243,7 @@ fn score(state: &NodeState, request: &Request) -> Score {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Strategy;
     use proptest::prelude::*;
 
     fn node(name: &str, cpu: u64, mem: u64) -> Node {
@@ -280,7 +279,15 @@ mod tests {
             c.upsert_node(node(n, 4000, 8 << 30));
         }
         let batch: Vec<_> = (0..3)
-            .map(|i| req(&format!("hello-{i}"), "hello", 100, 64 << 20, Strategy::Spread))
+            .map(|i| {
+                req(
+                    &format!("hello-{i}"),
+                    "hello",
+                    100,
+                    64 << 20,
+                    Strategy::Spread,
+                )
+            })
             .collect();
         let mut nodes: Vec<_> = c
             .schedule(&batch)

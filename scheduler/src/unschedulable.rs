@@ -42,9 +42,12 @@ pub struct Unschedulable {
 impl fmt::Display for Unschedulable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0/{} nodes available", self.nodes)?;
-        // Largest counts first, as kube-scheduler prints them.
+        // Largest counts first, ties in text order, as kube-scheduler prints them.
         let mut reasons: Vec<_> = self.reasons.iter().collect();
-        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        reasons.sort_by(|a, b| {
+            b.1.cmp(a.1)
+                .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+        });
         for (i, (reason, count)) in reasons.iter().enumerate() {
             f.write_str(if i == 0 { ": " } else { ", " })?;
             write!(f, "{count} {reason}")?;

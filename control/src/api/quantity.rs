@@ -8,7 +8,7 @@ pub fn parse_cpu(s: &str) -> Result<u64, String> {
         return m.parse::<u64>().map_err(|_| bad());
     }
     let cores: f64 = s.parse().map_err(|_| bad())?;
-    if !cores.is_finite() || cores < 0.0 || cores > 1e9 {
+    if !cores.is_finite() || !(0.0..=1e9).contains(&cores) {
         return Err(bad());
     }
     // Rounded up: asking for 0.0001 core must not become nothing.

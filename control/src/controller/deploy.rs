@@ -39,19 +39,26 @@ pub fn reconcile_apps(world: &mut World, new_name: &mut dyn FnMut(&str) -> Strin
         let ns = &app.metadata.namespace;
         let mut live: Vec<&Instance> = instances
             .iter()
-            .filter(|i| &i.metadata.namespace == ns && i.spec.app == app.metadata.name && !i.spec.stop)
+            .filter(|i| {
+                &i.metadata.namespace == ns && i.spec.app == app.metadata.name && !i.spec.stop
+            })
             .collect();
         let want = app.spec.replicas as usize;
         if live.len() < want {
             for _ in live.len()..want {
                 let name = loop {
                     let n = new_name(&app.metadata.name);
-                    if world.get(&crate::api::key(Kind::Instance, ns, &n)).is_none() {
+                    if world
+                        .get(&crate::api::key(Kind::Instance, ns, &n))
+                        .is_none()
+                    {
                         break n;
                     }
                 };
                 let mut metadata = Metadata::new(ns, &name);
-                metadata.labels.insert("app".into(), app.metadata.name.clone());
+                metadata
+                    .labels
+                    .insert("app".into(), app.metadata.name.clone());
                 world.put(Object::Instance(Instance {
                     metadata,
                     spec: InstanceSpec {
@@ -95,8 +102,7 @@ pub fn reconcile_apps(world: &mut World, new_name: &mut dyn FnMut(&str) -> Strin
         }
         // Forget an instance once it is stopped, or if it never ran anywhere.
         if i.spec.stop
-            && (i.spec.node.is_none()
-                || matches!(i.status.state, InstanceState::Stopped))
+            && (i.spec.node.is_none() || matches!(i.status.state, InstanceState::Stopped))
         {
             world.delete(&Object::Instance(i.clone()).key());
         }

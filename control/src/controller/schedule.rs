@@ -2,7 +2,9 @@
 
 use berth_scheduler::{Cluster, Decision, Request, Resources, Strategy};
 
-use crate::api::{Instance, InstanceState, Kind, Object, PlacementStrategy, parse_cpu, parse_memory};
+use crate::api::{
+    Instance, InstanceState, Kind, Object, PlacementStrategy, parse_cpu, parse_memory,
+};
 
 use super::World;
 
@@ -47,18 +49,23 @@ pub fn reconcile_scheduling(world: &mut World) {
     }
     // Oldest first: fair to those that waited longest.
     pending.sort_by_key(|(_, i)| i.metadata.created_revision);
-    let app_strategy = |world: &World, i: &Instance| -> (Strategy, std::collections::BTreeMap<String, String>) {
-        match world.get(&crate::api::key(Kind::App, &i.metadata.namespace, &i.spec.app)) {
-            Some(Object::App(a)) => (
-                match a.spec.strategy {
-                    PlacementStrategy::Spread => Strategy::Spread,
-                    PlacementStrategy::BinPack => Strategy::BinPack,
-                },
-                a.spec.node_selector.clone(),
-            ),
-            _ => (Strategy::Spread, Default::default()),
-        }
-    };
+    let app_strategy =
+        |world: &World, i: &Instance| -> (Strategy, std::collections::BTreeMap<String, String>) {
+            match world.get(&crate::api::key(
+                Kind::App,
+                &i.metadata.namespace,
+                &i.spec.app,
+            )) {
+                Some(Object::App(a)) => (
+                    match a.spec.strategy {
+                        PlacementStrategy::Spread => Strategy::Spread,
+                        PlacementStrategy::BinPack => Strategy::BinPack,
+                    },
+                    a.spec.node_selector.clone(),
+                ),
+                _ => (Strategy::Spread, Default::default()),
+            }
+        };
     let batch: Vec<Request> = pending
         .iter()
         .map(|(key, i)| {

@@ -119,8 +119,14 @@ fn app_gets_its_replicas_placed_and_served() {
     settle(&mut w, &mut names);
     let inst = instances(&w);
     assert_eq!(inst.len(), 3);
-    assert!(inst.iter().all(|i| i.status.state == InstanceState::Scheduled));
-    let on_n1 = inst.iter().filter(|i| i.spec.node.as_deref() == Some("n1")).count();
+    assert!(
+        inst.iter()
+            .all(|i| i.status.state == InstanceState::Scheduled)
+    );
+    let on_n1 = inst
+        .iter()
+        .filter(|i| i.spec.node.as_deref() == Some("n1"))
+        .count();
     assert!((1..=2).contains(&on_n1), "spread over both nodes");
     assert!(endpoints(&w).is_empty(), "nothing is ready yet");
 
@@ -128,8 +134,14 @@ fn app_gets_its_replicas_placed_and_served() {
     settle(&mut w, &mut names);
     let eps = endpoints(&w);
     assert_eq!(eps.len(), 3);
-    assert_eq!(eps[0].ports.get("http"), Some(&31000), "keyed by service port name");
-    let Some(Object::App(a)) = w.get("apps/default/hello") else { panic!() };
+    assert_eq!(
+        eps[0].ports.get("http"),
+        Some(&31000),
+        "keyed by service port name"
+    );
+    let Some(Object::App(a)) = w.get("apps/default/hello") else {
+        panic!()
+    };
     assert_eq!((a.status.replicas, a.status.ready_replicas), (3, 3));
 }
 
@@ -144,7 +156,11 @@ fn scale_down_leaves_endpoints_before_stopping_and_forgets_stopped() {
     settle(&mut w, &mut names);
     let stopping: Vec<_> = instances(&w).into_iter().filter(|i| i.spec.stop).collect();
     assert_eq!(stopping.len(), 2);
-    assert_eq!(endpoints(&w).len(), 1, "stopping instances left endpoints at once");
+    assert_eq!(
+        endpoints(&w).len(),
+        1,
+        "stopping instances left endpoints at once"
+    );
     // The agent reports them stopped: they are forgotten.
     for i in &stopping {
         w.update(&Object::Instance(i.clone()).key(), |o| {
@@ -196,6 +212,9 @@ fn store_pass_skips_objects_changed_since_read() {
     while pass(&store).unwrap() > 0 {}
     let (inst, _) = store.list(Kind::Instance, Some("default"));
     assert_eq!(inst.len(), 2);
-    assert!(inst.iter().all(|o| matches!(&**o, Object::Instance(i) if i.spec.node.is_some())));
+    assert!(
+        inst.iter()
+            .all(|o| matches!(&**o, Object::Instance(i) if i.spec.node.is_some()))
+    );
     assert_eq!(pass(&store).unwrap(), 0, "converged");
 }

@@ -22,12 +22,18 @@ fn apply_is_idempotent_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        let out = store.apply(vec![route("a", "a.example"), route("b", "b.example")]).unwrap();
+        let out = store
+            .apply(vec![route("a", "a.example"), route("b", "b.example")])
+            .unwrap();
         assert_eq!(out[0].1, Outcome::Created);
         assert_eq!(store.revision(), 2);
         let out = store.apply(vec![route("a", "a.example")]).unwrap();
         assert_eq!(out[0].1, Outcome::Unchanged);
-        assert_eq!(store.revision(), 2, "unchanged objects do not bump the revision");
+        assert_eq!(
+            store.revision(),
+            2,
+            "unchanged objects do not bump the revision"
+        );
         let out = store.apply(vec![route("a", "a2.example")]).unwrap();
         assert_eq!(out[0].1, Outcome::Configured);
         let a = store.get(Kind::Route, "default", "a").unwrap();
@@ -62,7 +68,13 @@ fn failed_transaction_changes_nothing_and_cas_conflicts() {
         Err(StoreError::Conflict { actual: 1, .. })
     ));
     store.update(route("a", "x.example"), 1).unwrap();
-    assert_eq!(store.delete(Kind::Route, "default", "a").unwrap().map(|o| o.key()), Some("routes/default/a".to_owned()));
+    assert_eq!(
+        store
+            .delete(Kind::Route, "default", "a")
+            .unwrap()
+            .map(|o| o.key()),
+        Some("routes/default/a".to_owned())
+    );
     assert!(store.delete(Kind::Route, "default", "a").unwrap().is_none());
 }
 
@@ -101,7 +113,13 @@ async fn watch_delivers_in_order_and_reports_too_old() {
     }
     // History keeps 4 events: revisions 6..=9. Resuming from 5 is still possible, from 4 not.
     assert!(store.watch(5).is_ok());
-    assert!(matches!(store.watch(4), Err(StoreError::TooOld { requested: 4, oldest: 5 })));
+    assert!(matches!(
+        store.watch(4),
+        Err(StoreError::TooOld {
+            requested: 4,
+            oldest: 5
+        })
+    ));
     let mut behind = store.watch(5).unwrap();
     assert_eq!(behind.next().await.unwrap().len(), 4);
 }

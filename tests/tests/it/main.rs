@@ -1,1 +1,3 @@
+//! End-to-end tests: the `berth` binary as a real process, over real sockets.
 
+mod dev;

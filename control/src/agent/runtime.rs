@@ -1,0 +1,375 @@
+//! Supervision of one instance: ports, the process, readiness, restarts with backoff, and the
+//! graceful stop (drain, SIGTERM, grace period, SIGKILL).
+//!
+//! In host-port mode (unprivileged `berth dev`) every instance listens on the node's address on
+//! ports the agent picks, passed as `PORT0`.. and `PORT_<NAME>`, as Marathon does.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{oneshot, watch};
+
+use crate::api::{Instance, InstanceState, InstanceStatus, Kind, Protocol, Template};
+use crate::client::Client;
+
+use super::probe;
+
+/// What every supervisor shares.
+pub(super) struct Ctx {
+    /// API client for status reports.
+    pub(super) client: Client,
+    /// This node's name.
+    pub(super) node: String,
+    /// The address instances listen on.
+    pub(super) address: IpAddr,
+    /// PATH given to instances (the berth binary's directory first).
+    pub(super) path: String,
+    /// Where instance logs go.
+    pub(super) log_dir: PathBuf,
+    /// How long a stopping instance keeps serving after it left endpoints, so that every
+    /// node's proxy and DNS stopped sending to it first.
+    pub(super) drain: Duration,
+    /// How long after SIGTERM before SIGKILL.
+    pub(super) grace: Duration,
+}
+
+/// Why a supervisor is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep running.
+    No,
+    /// Drain, stop and report it stopped (control asked).
+    Report,
+    /// Stop at once and report it stopped (the agent shuts down: nothing to drain for).
+    Now,
+    /// The instance was deleted: stop, nothing to report to.
+    Silent,
+}
+
+/// First restart delay; doubled per consecutive failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A process that ran this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Probe interval until the first success.
+const FAST_PROBE: Duration = Duration::from_millis(100);
+
+/// Finds a free port on `address`, preferring `previous` so that a restarted instance keeps its
+/// ports. The port is free when checked; the instance binds it right after.
+fn pick_port(address: IpAddr, protocol: Protocol, previous: Option<u16>) -> Result<u16> {
+    let bind = |port: u16| -> std::io::Result<u16> {
+        let addr = SocketAddr::new(address, port);
+        match protocol {
+            Protocol::Tcp => Ok(std::net::TcpListener::bind(addr)?.local_addr()?.port()),
+            Protocol::Udp => Ok(std::net::UdpSocket::bind(addr)?.local_addr()?.port()),
+        }
+    };
+    if let Some(p) = previous
+        && let Ok(p) = bind(p)
+    {
+        return Ok(p);
+    }
+    bind(0).with_context(|| format!("no free {protocol:?} port on {address}"))
+}
+
+fn port_env_name(name: &str) -> String {
+    format!("PORT_{}", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+struct Running {
+    pid: u32,
+    /// Taken once the exit arrived: a oneshot must not be polled after it completed.
+    exited: Option<oneshot::Receiver<std::io::Result<ExitStatus>>>,
+}
+
+impl Running {
+    /// Waits for the process to exit; cancel-safe, and returns at once if it already has.
+    async fn wait(&mut self) -> Option<std::io::Result<ExitStatus>> {
+        let rx = self.exited.as_mut()?;
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("waiter gone")));
+        self.exited = None;
+        Some(r)
+    }
+}
+
+fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Running> {
+    let t: &Template = &inst.spec.template;
+    let mut cmd = tokio::process::Command::new(&t.command);
+    cmd.args(&t.args)
+        .env_clear()
+        .env("PATH", &ctx.path)
+        .env("HOST", ctx.address.to_string())
+        .env("BERTH_INSTANCE", &inst.metadata.name)
+        .env("BERTH_APP", &inst.spec.app)
+        .env("BERTH_NAMESPACE", &inst.metadata.namespace)
+        .env("BERTH_NODE", &ctx.node);
+    if let Ok(home) = std::env::var("HOME") {
+        cmd.env("HOME", home);
+    }
+    for (i, p) in t.ports.iter().enumerate() {
+        if let Some(port) = ports.get(&p.name) {
+            cmd.env(format!("PORT{i}"), port.to_string());
+            cmd.env(port_env_name(&p.name), port.to_string());
+            if i == 0 {
+                cmd.env("PORT", port.to_string());
+            }
+        }
+    }
+    cmd.envs(&t.env);
+    if let Some(dir) = &t.working_dir {
+        cmd.current_dir(dir);
+    }
+    std::fs::create_dir_all(&ctx.log_dir)
+        .with_context(|| format!("creating {}", ctx.log_dir.display()))?;
+    let log_path = ctx.log_dir.join(format!(
+        "{}_{}.log",
+        inst.metadata.namespace, inst.metadata.name
+    ));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe. It makes the kernel kill the instance if the agent dies, so that a
+    // crashed agent (or `berth dev` killed with SIGKILL) leaves no process behind.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {:?}", t.command))?;
+    let pid = child.id().context("process exited at once")?;
+    let (tx, exited) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(child.wait().await);
+    });
+    Ok(Running {
+        pid,
+        exited: Some(exited),
+    })
+}
+
+fn describe(exit: &std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match exit {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (None, Some(sig)) => format!(
+                "killed by signal {}",
+                Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("?")
+            ),
+            _ => "exited".to_owned(),
+        },
+        Err(e) => format!("lost track of the process: {e}"),
+    }
+}
+
+/// Signals the process group: SIGTERM, then SIGKILL after the grace period.
+async fn terminate(ctx: &Ctx, running: &mut Running) {
+    let group = Pid::from_raw(i32::try_from(running.pid).unwrap_or(i32::MAX));
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(ctx.grace, running.wait())
+        .await
+        .is_err()
+    {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = running.wait().await;
+    } else {
+        // The leader exited; anything it left in its group goes too.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+struct Reporter<'a> {
+    ctx: &'a Ctx,
+    inst: &'a Instance,
+    status: InstanceStatus,
+}
+
+impl Reporter<'_> {
+    async fn report(&mut self, change: impl FnOnce(&mut InstanceStatus)) {
+        change(&mut self.status);
+        let m = &self.inst.metadata;
+        if let Err(e) = self
+            .ctx
+            .client
+            .put_status(Kind::Instance, &m.namespace, &m.name, &self.status)
+            .await
+        {
+            tracing::warn!(instance = %m.name, error = %format!("{e:#}"), "status report failed");
+        }
+    }
+}
+
+/// Runs an instance until told to stop.
+pub(super) async fn supervise(ctx: Arc<Ctx>, inst: Instance, mut stop: watch::Receiver<Stop>) {
+    let name = inst.metadata.name.clone();
+    let mut rep = Reporter {
+        ctx: &ctx,
+        inst: &inst,
+        status: inst.status.clone(),
+    };
+    let mut failures_in_row: u32 = 0;
+    loop {
+        if *stop.borrow() != Stop::No {
+            break;
+        }
+        let mut ports = BTreeMap::new();
+        let mut port_error = None;
+        for p in &inst.spec.template.ports {
+            match pick_port(
+                ctx.address,
+                p.protocol,
+                rep.status.ports.get(&p.name).copied(),
+            ) {
+                Ok(port) => {
+                    ports.insert(p.name.clone(), port);
+                }
+                Err(e) => port_error = Some(format!("{e:#}")),
+            }
+        }
+        let started = Instant::now();
+        let spawned = match port_error {
+            Some(e) => Err(anyhow::anyhow!(e)),
+            None => spawn(&ctx, &inst, &ports),
+        };
+        let exit_message = match spawned {
+            Err(e) => format!("{e:#}"),
+            Ok(mut running) => {
+                tracing::info!(instance = %name, pid = running.pid, ?ports, "started");
+                let pid = running.pid;
+                rep.report(|s| {
+                    s.state = InstanceState::Starting;
+                    s.address = Some(ctx.address);
+                    s.ports = ports.clone();
+                    s.pid = Some(pid);
+                    s.message = None;
+                })
+                .await;
+                match watch_running(&ctx, &mut rep, &mut running, &mut stop).await {
+                    Some(exit) => exit,
+                    None => {
+                        // Told to stop.
+                        terminate(&ctx, &mut running).await;
+                        break;
+                    }
+                }
+            }
+        };
+        tracing::warn!(instance = %name, reason = %exit_message, "instance exited; restarting");
+        if started.elapsed() >= STABLE_AFTER {
+            failures_in_row = 0;
+        }
+        failures_in_row = failures_in_row.saturating_add(1);
+        rep.report(|s| {
+            s.state = InstanceState::Failed;
+            s.restarts = s.restarts.saturating_add(1);
+            s.pid = None;
+            s.message = Some(exit_message);
+        })
+        .await;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << failures_in_row.saturating_sub(1).min(10))
+            .min(MAX_BACKOFF);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop_asked(&mut stop) => {}
+        }
+    }
+    if matches!(*stop.borrow(), Stop::Report | Stop::Now) {
+        rep.report(|s| {
+            s.state = InstanceState::Stopped;
+            s.pid = None;
+        })
+        .await;
+    }
+    tracing::info!(instance = %name, "stopped");
+}
+
+/// Resolves when a stop is asked (the watch guard is dropped before returning, so that the
+/// caller's future stays `Send`).
+async fn stop_asked(stop: &mut watch::Receiver<Stop>) {
+    let _ = stop.wait_for(|s| *s != Stop::No).await.map(|_| ());
+}
+
+/// Probes a running instance until it exits (returns why) or a stop is asked (returns None,
+/// after draining).
+async fn watch_running(
+    ctx: &Ctx,
+    rep: &mut Reporter<'_>,
+    running: &mut Running,
+    stop: &mut watch::Receiver<Stop>,
+) -> Option<String> {
+    let template = &rep.inst.spec.template;
+    let address = ctx.address;
+    let (check, timeout) = probe::check_for(template, address, &rep.status.ports);
+    let (period, threshold) = template
+        .readiness_probe
+        .as_ref()
+        .map(|p| {
+            (
+                Duration::from_secs(u64::from(p.period_seconds)),
+                p.failure_threshold,
+            )
+        })
+        .unwrap_or((Duration::from_secs(5), 3));
+    let mut ready = false;
+    let mut failures = 0u32;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let probe = async {
+            tokio::time::sleep_until(next).await;
+            probe::run(&check, timeout).await
+        };
+        tokio::select! {
+            exit = running.wait() => {
+                let exit = exit.unwrap_or_else(|| Err(std::io::Error::other("already reaped")));
+                return Some(describe(&exit));
+            }
+            _ = stop_asked(stop) => {
+                rep.report(|s| s.state = InstanceState::Terminating).await;
+                // Endpoints dropped this instance when control asked it to stop; keep serving
+                // while every node's data plane catches up, unless the process dies meanwhile.
+                let drain = if *stop.borrow() == Stop::Now { Duration::ZERO } else { ctx.drain };
+                tokio::select! {
+                    _ = tokio::time::sleep(drain) => {}
+                    _ = running.wait() => {}
+                }
+                return None;
+            }
+            ok = probe => {
+                if ok {
+                    failures = 0;
+                    if !ready {
+                        ready = true;
+                        rep.report(|s| s.state = InstanceState::Ready).await;
+                    }
+                } else {
+                    failures += 1;
+                    if ready && failures >= threshold {
+                        ready = false;
+                        rep.report(|s| s.state = InstanceState::Running).await;
+                    }
+                }
+                next = tokio::time::Instant::now() + if ready { period } else { FAST_PROBE };
+            }
+        }
+    }
+}

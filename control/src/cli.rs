@@ -1,0 +1,413 @@
+//! The command line: `berth <subcommand>`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::agent::{AgentConfig, hostname};
+use crate::api::{Kind, Object};
+use crate::client::Client;
+use crate::dev::{AgentOptions, DevOptions};
+use crate::manifest;
+
+/// berth: a container orchestrator built around its networking layer.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about)]
+pub struct Cli {
+    /// API server address.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub server: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats of `get`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Output {
+    /// A table.
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server, one agent and the data plane in one process, for trying berth out.
+    Dev {
+        /// Manifest file or directory to apply at start.
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Store and logs (a temporary directory, removed at exit, if not given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// API address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        api: SocketAddr,
+        /// L7 ingress proxy address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        ingress: SocketAddr,
+        /// DNS server address (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        dns: SocketAddr,
+        /// Node name (the host name by default).
+        #[arg(long)]
+        node: Option<String>,
+        /// Cluster DNS zone.
+        #[arg(long, default_value = "berth.local")]
+        zone: String,
+    },
+    /// Run the API server, store and controllers.
+    Server {
+        /// Store directory.
+        #[arg(long, default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+        /// API address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+    },
+    /// Run the agent of one node (the server address comes from --server).
+    Agent {
+        /// Node name (the host name by default).
+        #[arg(long)]
+        node: Option<String>,
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: IpAddr,
+        /// Logs of instances.
+        #[arg(long, default_value = "/var/lib/berth-agent")]
+        data_dir: PathBuf,
+        /// L7 ingress proxy address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        ingress: SocketAddr,
+        /// DNS server address (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        dns: SocketAddr,
+        /// Cluster DNS zone.
+        #[arg(long, default_value = "berth.local")]
+        zone: String,
+        /// Seconds a stopping instance keeps serving after it left endpoints.
+        #[arg(long, default_value_t = 2)]
+        drain_seconds: u64,
+    },
+    /// Create or update the objects of a manifest file or directory.
+    Apply {
+        /// YAML or JSON file (several documents allowed), or a directory.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// List objects: apps, services, routes, instances, endpoints, nodes.
+    Get {
+        /// Kind of object.
+        kind: String,
+        /// One object by name.
+        name: Option<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Delete an object.
+    Delete {
+        /// Kind of object.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Set the number of instances of an app.
+    Scale {
+        /// The app.
+        app: String,
+        /// Instances wanted.
+        #[arg(long)]
+        replicas: u32,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// The example app: an HTTP server answering with its instance name.
+    HelloServer {
+        /// Address to listen on (default: $HOST:$PORT0, as the agent sets them).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Dev {
+            file,
+            data_dir,
+            api,
+            ingress,
+            dns,
+            node,
+            zone,
+        } => {
+            crate::dev::dev(DevOptions {
+                file,
+                data_dir,
+                api,
+                ingress,
+                dns,
+                node: node.unwrap_or_else(hostname),
+                zone,
+            })
+            .await
+        }
+        Command::Server { data_dir, listen } => crate::dev::server(data_dir, listen).await,
+        Command::Agent {
+            node,
+            address,
+            data_dir,
+            ingress,
+            dns,
+            zone,
+            drain_seconds,
+        } => {
+            crate::dev::agent(AgentOptions {
+                agent: AgentConfig {
+                    server: cli.server,
+                    node: node.unwrap_or_else(hostname),
+                    address,
+                    data_dir,
+                    exec_dir: None,
+                    drain: Duration::from_secs(drain_seconds),
+                    grace: Duration::from_secs(10),
+                    zone,
+                },
+                ingress,
+                dns,
+            })
+            .await
+        }
+        Command::Apply { file } => {
+            let objects = manifest::load(&file)?;
+            let client = Client::new(&cli.server)?;
+            for a in client
+                .apply(&objects)
+                .await
+                .with_context(|| format!("applying {}", file.display()))?
+            {
+                println!(
+                    "{} {}",
+                    a.object,
+                    serde_json::to_value(a.outcome)?.as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            let kind: Kind = kind.parse()?;
+            let client = Client::new(&cli.server)?;
+            let items = match &name {
+                Some(n) => match client.get(kind, &namespace, n).await? {
+                    Some(o) => vec![o],
+                    None => bail!("{kind} {namespace}/{n} not found"),
+                },
+                None => {
+                    let ns = (!all_namespaces && kind.namespaced()).then_some(namespace.as_str());
+                    client.list(kind, ns).await?.items
+                }
+            };
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+                Output::Yaml => print!("{}", serde_yaml_ng::to_string(&items)?),
+                Output::Table => print!("{}", table(kind, &items, all_namespaces)),
+            }
+            Ok(())
+        }
+        Command::Delete {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind: Kind = kind.parse()?;
+            let client = Client::new(&cli.server)?;
+            match client.delete(kind, &namespace, &name).await? {
+                Some(_) => println!("{kind} {namespace}/{name} deleted"),
+                None => bail!("{kind} {namespace}/{name} not found"),
+            }
+            Ok(())
+        }
+        Command::Scale {
+            app,
+            replicas,
+            namespace,
+        } => {
+            let client = Client::new(&cli.server)?;
+            client.scale(&namespace, &app, replicas).await?;
+            println!("App {namespace}/{app} scaled to {replicas}");
+            Ok(())
+        }
+        Command::HelloServer { listen } => {
+            crate::hello::run(crate::hello::listen_addr(listen)?).await
+        }
+    }
+}
+
+fn age(created_at: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let s = now.saturating_sub(created_at);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// Renders objects as an aligned table.
+pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
+    let header: &[&str] = match kind {
+        Kind::Instance => &[
+            "NAME", "APP", "STATE", "NODE", "ADDRESS", "PORTS", "RESTARTS", "AGE",
+        ],
+        Kind::App => &["NAME", "REPLICAS", "READY", "COMMAND", "AGE"],
+        Kind::Service => &["NAME", "APP", "PORTS", "VIP", "AGE"],
+        Kind::Route => &["NAME", "HOSTS", "RULES", "AGE"],
+        Kind::Endpoints => &["NAME", "ENDPOINTS", "AGE"],
+        Kind::Node => &["NAME", "READY", "ADDRESS", "CPU", "MEMORY", "AGE"],
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for o in items {
+        let m = o.meta();
+        let mut row = vec![m.name.clone()];
+        match o {
+            Object::Instance(i) => {
+                row.push(i.spec.app.clone());
+                let mut state = i.status.state.as_str().to_owned();
+                if i.spec.stop && !matches!(i.status.state, crate::api::InstanceState::Stopped) {
+                    state.push_str(" (stopping)");
+                }
+                row.push(state);
+                row.push(i.spec.node.clone().unwrap_or_else(|| "-".into()));
+                row.push(i.status.address.map_or("-".into(), |a| a.to_string()));
+                let ports: Vec<String> = i
+                    .status
+                    .ports
+                    .iter()
+                    .map(|(n, p)| format!("{n}:{p}"))
+                    .collect();
+                row.push(if ports.is_empty() {
+                    "-".into()
+                } else {
+                    ports.join(",")
+                });
+                row.push(i.status.restarts.to_string());
+            }
+            Object::App(a) => {
+                row.push(a.spec.replicas.to_string());
+                row.push(format!("{}/{}", a.status.ready_replicas, a.spec.replicas));
+                let mut cmd = a.spec.template.command.clone();
+                for arg in &a.spec.template.args {
+                    cmd.push(' ');
+                    cmd.push_str(arg);
+                }
+                row.push(cmd);
+            }
+            Object::Service(s) => {
+                row.push(s.spec.app.clone());
+                let ports: Vec<String> = s
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}:{}", p.name, p.port))
+                    .collect();
+                row.push(ports.join(","));
+                row.push(if s.spec.headless {
+                    "None".into()
+                } else {
+                    s.status.vip.map_or("-".into(), |v| v.to_string())
+                });
+            }
+            Object::Route(r) => {
+                row.push(r.spec.hosts.join(","));
+                let rules: Vec<String> = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| format!("{}->{}:{}", x.path, x.service, x.port))
+                    .collect();
+                row.push(rules.join(","));
+            }
+            Object::Endpoints(e) => {
+                let eps: Vec<String> = e
+                    .addresses
+                    .iter()
+                    .flat_map(|a| {
+                        a.ports
+                            .values()
+                            .map(move |p| std::net::SocketAddr::new(a.address, *p).to_string())
+                    })
+                    .collect();
+                row.push(if eps.is_empty() {
+                    "<none>".into()
+                } else {
+                    eps.join(",")
+                });
+            }
+            Object::Node(n) => {
+                row.push(if n.status.ready { "ready" } else { "not ready" }.into());
+                row.push(n.spec.address.to_string());
+                row.push(format!("{}m", n.spec.cpu_millis));
+                row.push(format!("{}Mi", n.spec.memory_bytes >> 20));
+            }
+        }
+        row.push(age(m.created_at));
+        if namespaces && kind.namespaced() {
+            row.insert(0, m.namespace.clone());
+        }
+        rows.push(row);
+    }
+    let mut header: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    if namespaces && kind.namespaced() {
+        header.insert(0, "NAMESPACE".into());
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,263 @@
+//! `berth dev`, `berth server` and `berth agent`: the parts wired into processes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{self, AgentConfig, DataPlane};
+use crate::client::Client;
+use crate::store::Store;
+use crate::{controller, manifest, server, signals};
+
+/// Options of `berth dev`.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Manifests applied at start.
+    pub file: Option<PathBuf>,
+    /// Store and logs; a temporary directory removed at exit when not given.
+    pub data_dir: Option<PathBuf>,
+    /// API address.
+    pub api: SocketAddr,
+    /// L7 ingress address.
+    pub ingress: SocketAddr,
+    /// DNS address, UDP and TCP.
+    pub dns: SocketAddr,
+    /// Node name.
+    pub node: String,
+    /// Cluster DNS zone.
+    pub zone: String,
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} to {addr} (choose another with {flag})"))
+}
+
+/// Binds UDP and TCP on the same port; with port 0, tries ports until both are free.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding DNS (UDP) to {addr} (choose another with --dns)"))?;
+        let local = udp.local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("binding DNS (TCP) to {local} (choose another with --dns)")
+                });
+            }
+        }
+    }
+    Err(last.map_or_else(
+        || anyhow::anyhow!("no port free for DNS"),
+        anyhow::Error::from,
+    ))
+}
+
+/// The data plane of a node, serving until `shutdown`.
+async fn start_data_plane(
+    ingress: SocketAddr,
+    dns: SocketAddr,
+    zone: &str,
+    shutdown: &CancellationToken,
+) -> Result<(DataPlane, SocketAddr, SocketAddr)> {
+    let ingress_listener = bind_tcp(ingress, "ingress proxy", "--ingress").await?;
+    let ingress = ingress_listener.local_addr()?;
+    let (udp, tcp) = bind_dns(dns).await?;
+    let dns_addr = udp.local_addr()?;
+    let proxy = berth_proxy::Proxy::new(berth_proxy::Config::default())?;
+    let dns = berth_dns::DnsServer::new(berth_dns::Zone {
+        origin: zone.to_owned(),
+        ..berth_dns::Zone::default()
+    })?;
+    let s = shutdown.clone();
+    let p = proxy.clone();
+    tokio::spawn(async move {
+        if let Err(e) = p
+            .serve_http(ingress_listener, async move { s.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "ingress proxy stopped");
+        }
+    });
+    let s = shutdown.clone();
+    let d = dns.clone();
+    tokio::spawn(async move {
+        if let Err(e) = d.serve_udp(udp, async move { s.cancelled().await }).await {
+            tracing::error!(error = %e, "dns (udp) stopped");
+        }
+    });
+    let s = shutdown.clone();
+    let d = dns.clone();
+    tokio::spawn(async move {
+        if let Err(e) = d.serve_tcp(tcp, async move { s.cancelled().await }).await {
+            tracing::error!(error = %e, "dns (tcp) stopped");
+        }
+    });
+    Ok((DataPlane { proxy, dns }, ingress, dns_addr))
+}
+
+/// Starts the API server and the controllers; returns the bound address.
+async fn start_server(
+    store: Store,
+    listen: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<SocketAddr> {
+    let listener = bind_tcp(listen, "API", "--api").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(server::run(store.clone(), listener, shutdown.clone()));
+    tokio::spawn(controller::run(store, shutdown.clone()));
+    Ok(addr)
+}
+
+/// `berth dev`: server, one agent and the data plane in one process, until Ctrl-C.
+pub async fn dev(opts: DevOptions) -> Result<()> {
+    // Read the manifests first: a bad file is refused before anything starts.
+    let objects = match &opts.file {
+        Some(f) => manifest::load(f)?,
+        None => Vec::new(),
+    };
+    let (data_dir, _temp) = match &opts.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("berth-dev-")
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    let store = Store::open(&data_dir.join("store"))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let servers = CancellationToken::new();
+    let api = start_server(store, opts.api, &servers).await?;
+    let (plane, ingress, dns) =
+        start_data_plane(opts.ingress, opts.dns, &opts.zone, &servers).await?;
+    let agent_stop = CancellationToken::new();
+    let agent_cfg = AgentConfig {
+        server: format!("http://{api}"),
+        node: opts.node.clone(),
+        address: IpAddr::from([127, 0, 0, 1]),
+        data_dir: data_dir.clone(),
+        exec_dir: None,
+        drain: Duration::from_secs(1),
+        grace: Duration::from_secs(5),
+        zone: opts.zone.clone(),
+    };
+    let agent = tokio::spawn(agent::run(agent_cfg, plane, agent_stop.clone()));
+
+    println!(
+        "berth dev: API server, agent and data plane of node {:?}",
+        opts.node
+    );
+    println!("  api      http://{api}");
+    println!("  ingress  http://{ingress}");
+    println!("  dns      {dns} (udp and tcp), zone {}", opts.zone);
+    println!("  data     {}", data_dir.display());
+    if !objects.is_empty() {
+        let client = Client::new(&format!("http://{api}"))?;
+        for a in client.apply(&objects).await? {
+            println!("  applied  {} {}", a.object, outcome(a.outcome));
+        }
+    }
+    println!("try:");
+    println!("  curl -H 'Host: hello.localhost' http://{ingress}/");
+    println!(
+        "  dig @{} -p {} _http._tcp.hello.default.svc.{} SRV",
+        dns.ip(),
+        dns.port(),
+        opts.zone
+    );
+    println!("  berth --server http://{api} get instances");
+    println!("Ctrl-C stops everything.");
+
+    let mut agent = agent;
+    tokio::select! {
+        _ = signals::terminated() => {}
+        r = &mut agent => {
+            // The agent ended on its own: report why, then shut the rest down.
+            servers.cancel();
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context("agent failed")),
+                Err(e) => Err(anyhow::anyhow!("agent panicked: {e}")),
+            };
+        }
+    }
+    eprintln!("berth dev: stopping instances...");
+    agent_stop.cancel();
+    // The agent stops every instance (SIGTERM, then SIGKILL after the grace period) before it
+    // returns; the servers go last so that it can still report.
+    let result = match tokio::time::timeout(Duration::from_secs(15), agent).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(anyhow::anyhow!("agent panicked: {e}")),
+        Err(_) => Err(anyhow::anyhow!("instances did not stop within 15 s")),
+    };
+    servers.cancel();
+    // Let the servers close their listeners before the runtime goes away.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    eprintln!("berth dev: stopped");
+    result
+}
+
+fn outcome(o: crate::store::Outcome) -> &'static str {
+    match o {
+        crate::store::Outcome::Created => "created",
+        crate::store::Outcome::Configured => "configured",
+        crate::store::Outcome::Unchanged => "unchanged",
+    }
+}
+
+/// `berth server`: API server, store and controllers.
+pub async fn server(data_dir: PathBuf, listen: SocketAddr) -> Result<()> {
+    let store = Store::open(&data_dir.join("store"))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    let api = start_server(store, listen, &shutdown).await?;
+    println!(
+        "berth server: API on http://{api}, data in {}",
+        data_dir.display()
+    );
+    signals::terminated().await;
+    shutdown.cancel();
+    Ok(())
+}
+
+/// Options of `berth agent`.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// The agent's settings.
+    pub agent: AgentConfig,
+    /// L7 ingress address.
+    pub ingress: SocketAddr,
+    /// DNS address.
+    pub dns: SocketAddr,
+}
+
+/// `berth agent`: one node.
+pub async fn agent(opts: AgentOptions) -> Result<()> {
+    let servers = CancellationToken::new();
+    let (plane, ingress, dns) =
+        start_data_plane(opts.ingress, opts.dns, &opts.agent.zone, &servers).await?;
+    println!(
+        "berth agent: node {:?}, server {}, ingress http://{ingress}, dns {dns}",
+        opts.agent.node, opts.agent.server
+    );
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        signals::terminated().await;
+        s.cancel();
+    });
+    let r = agent::run(opts.agent, plane, stop).await;
+    servers.cancel();
+    r
+}

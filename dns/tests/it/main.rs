@@ -1,0 +1,7 @@
+//! Integration tests: the server on real loopback sockets (port 0), queried with hickory-proto
+//! messages over tokio sockets.
+
+mod records;
+mod support;
+mod transport;
+mod updates;

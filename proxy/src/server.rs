@@ -1,0 +1,157 @@
+//! The HTTP/1.1 and h2c listener: accept, bound, serve, drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::Proxy;
+use crate::http;
+
+/// Resource bounds of a listener.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    /// Open client connections at most; accepting pauses at the bound.
+    pub(crate) max_connections: usize,
+    /// Request head size at most (HTTP/1.1 read buffer, HTTP/2 header list).
+    pub(crate) max_header_bytes: usize,
+    /// Time allowed to receive a request head.
+    pub(crate) header_read_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub(crate) max_concurrent_streams: u32,
+    /// How long open connections may take to finish after shutdown before they are cut.
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Pause after an accept error that is not about one connection (such as EMFILE), so that a
+/// persistent error does not spin the loop.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+pub(crate) async fn serve_http(
+    proxy: Proxy,
+    listener: TcpListener,
+    mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> io::Result<()> {
+    let limits = proxy.limits().clone();
+    let builder = builder(&limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving http");
+    }
+
+    loop {
+        // Take a connection slot first, so that at the bound the backlog queues in the kernel.
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let (stream, client) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if !is_connection_error(&error) {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections so the set only holds live ones.
+        while connections.try_join_next().is_some() {}
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, %client, "set_nodelay failed");
+        }
+
+        let service_proxy = proxy.clone();
+        let service = service_fn(move |request| {
+            let proxy = service_proxy.clone();
+            async move {
+                let response = http::handle(proxy.snapshots(), request, client).await;
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                let error = &*error as &dyn std::error::Error;
+                tracing::debug!(%client, error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    tracing::info!(
+        open = graceful.count(),
+        "shutting down, draining connections"
+    );
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout elapsed, closing the remaining connections");
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    builder
+}
+
+/// Errors about one incoming connection, which leave the listener fine.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
