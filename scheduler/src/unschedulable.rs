@@ -8,24 +8,47 @@ use std::fmt;
 pub enum Reason {
     /// The node is cordoned or not ready.
     NotSchedulable,
-    /// The node's labels do not match the node selector.
+    /// The node has a `NoSchedule`/`NoExecute` taint the instance does not tolerate.
+    Taint,
+    /// The node's labels do not match the node selector or node affinity.
     NodeSelector,
+    /// A requested host port is taken on the node.
+    HostPorts,
     /// The node runs its maximum number of instances.
     TooManyInstances,
     /// Not enough free CPU.
     InsufficientCpu,
     /// Not enough free memory.
     InsufficientMemory,
+    /// The app already has its maximum number of instances in the node's domain.
+    MaxPerTopology,
+    /// Placing here would exceed the maximum skew of a required topology spread.
+    TopologySpread,
+    /// No instance of a required affinity's app runs in the node's domain.
+    Affinity,
+    /// An instance of a required anti-affinity's app runs in the node's domain.
+    AntiAffinity,
+    /// An instance running in the node's domain has a required anti-affinity against this app.
+    ExistingAntiAffinity,
 }
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Reason::NotSchedulable => "unschedulable",
+            Reason::Taint => "had untolerated taint",
             Reason::NodeSelector => "didn't match node selector",
+            Reason::HostPorts => "didn't have free host ports",
             Reason::TooManyInstances => "too many instances",
             Reason::InsufficientCpu => "insufficient cpu",
             Reason::InsufficientMemory => "insufficient memory",
+            Reason::MaxPerTopology => "had the app's maximum instances in its topology domain",
+            Reason::TopologySpread => "didn't match topology spread constraints",
+            Reason::Affinity => "didn't match app affinity rules",
+            Reason::AntiAffinity => "didn't match app anti-affinity rules",
+            Reason::ExistingAntiAffinity => {
+                "didn't satisfy existing instances' anti-affinity rules"
+            }
         })
     }
 }

@@ -31,6 +31,7 @@ pub fn reconcile_scheduling(world: &mut World) {
                 max_instances: n.spec.max_instances,
                 labels: n.metadata.labels.clone(),
                 schedulable: n.status.ready && !n.spec.unschedulable,
+                ..Default::default()
             });
         }
     }
@@ -76,21 +77,42 @@ pub fn reconcile_scheduling(world: &mut World) {
                 resources: resources(i),
                 node_selector,
                 strategy,
+                ..Default::default()
             }
         })
         .collect();
     let decisions = cluster.schedule(&batch);
     for ((key, _), decision) in pending.iter().zip(decisions) {
+        if let Decision::Preempted { victims, .. } = &decision {
+            // Victims are store keys of running instances; stopping them frees their node.
+            for victim in victims {
+                world.update(victim, |o| {
+                    let Object::Instance(v) = o else { return false };
+                    let changed = !v.spec.stop;
+                    v.spec.stop = true;
+                    changed
+                });
+            }
+        }
         world.update(key, |o| {
             let Object::Instance(i) = o else { return false };
             match decision {
-                Decision::Placed { node } => {
+                Decision::Placed { node } | Decision::Preempted { node, .. } => {
                     i.spec.node = Some(node);
                     i.status.state = InstanceState::Scheduled;
                     i.status.message = None;
                     true
                 }
                 Decision::Unschedulable(why) => {
+                    let msg = Some(why.to_string());
+                    if i.status.message == msg {
+                        return false;
+                    }
+                    i.status.state = InstanceState::Pending;
+                    i.status.message = msg;
+                    true
+                }
+                Decision::Invalid(why) => {
                     let msg = Some(why.to_string());
                     if i.status.message == msg {
                         return false;
