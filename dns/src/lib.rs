@@ -8,13 +8,23 @@
 //! - `_<port>._<proto>.<service>.<namespace>.svc.<zone>`: SRV, one per endpoint serving the
 //!   port, with the targets' addresses in the additional section;
 //! - `<hostname>.<service>.<namespace>.svc.<zone>`: A/AAAA of one endpoint;
-//! - SOA and NS at the apex.
+//! - PTR in `in-addr.arpa` and `ip6.arpa` for every endpoint address and VIP;
+//! - SOA and NS at the apex, `dns-version.<zone>` TXT, and `ns.dns.<zone>` A/AAAA when
+//!   [`Zone::nameserver_addresses`] is set.
 //!
-//! The control plane hands a [`Zone`] to [`DnsServer::new`] and later to
-//! [`DnsServer::apply`]; each builds an immutable snapshot with every answer precomputed and
-//! swaps it in atomically, so a query sees one revision of the zone, never a mix.
-//! [`DnsServer::serve_udp`] and [`DnsServer::serve_tcp`] run the sockets;
-//! [`DnsServer::answer`] is the same logic without I/O.
+//! Negative answers carry the SOA with TTL min(SOA TTL, SOA minimum) (RFC 2308); ANY gets one
+//! RRset (RFC 8482); names outside the served zones are REFUSED, or forwarded to upstream
+//! resolvers with a bounded cache when [`Zone::forward`] is set.
+//!
+//! The control plane hands a [`Zone`] to [`DnsServer::new`] and later to [`DnsServer::apply`]
+//! or [`DnsServer::apply_service`]; each builds an immutable snapshot with every answer
+//! precomputed in wire format (reusing unchanged services) and swaps it in atomically, so a
+//! query sees one revision of the zone, never a mix. [`DnsServer::bind`] and
+//! [`DnsServer::serve_listeners`] run one SO_REUSEPORT UDP socket per worker thread
+//! (recvmmsg/sendmmsg, no allocation per query) and TCP on any number of addresses;
+//! [`DnsServer::serve_udp`] and [`DnsServer::serve_tcp`] serve sockets the caller bound;
+//! [`DnsServer::answer`] is the same logic without I/O. [`run_from_file`] is
+//! `berth dns --zone FILE`: serve a zone file, reload it on SIGHUP.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,12 +32,18 @@
 
 mod answer;
 mod error;
+mod forward;
+mod metrics;
 mod name;
+mod run;
 mod server;
 mod snapshot;
+mod wire;
 mod zone;
 
 pub use answer::Transport;
 pub use error::ZoneError;
-pub use server::DnsServer;
+pub use forward::{ForwardConfig, parse_resolv_conf};
+pub use run::{RunError, load_zone_file, run_from_file, run_listeners_from_file};
+pub use server::{DnsServer, Listeners};
 pub use zone::{EndpointRecord, PortRecord, Protocol, ServiceRecord, Zone};

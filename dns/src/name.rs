@@ -3,7 +3,7 @@
 use hickory_proto::rr::Name;
 
 /// Longest lookup key: a wire-format name is at most 255 octets including the root label.
-const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 
 /// Whether `label` is an RFC 1123 label as Kubernetes requires of object names: 1 to 63
 /// characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit.

@@ -4,18 +4,25 @@ mod tcp;
 mod udp;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::{TcpListener, UdpSocket};
-use tracing::debug;
+use tracing::{debug, info};
 
-use crate::answer::{self, Transport};
+pub use self::udp::Listeners;
+use crate::answer::{self, Action, Options, Transport};
 use crate::error::ZoneError;
+use crate::forward::Forwarder;
+use crate::metrics::{self, Metrics, QType, Rcode};
 use crate::snapshot::Snapshot;
-use crate::zone::Zone;
+use crate::zone::{ServiceRecord, Zone};
 
-/// An authoritative DNS server for one cluster zone.
+/// An authoritative DNS server for one cluster zone (and the reverse names of its addresses),
+/// forwarding the rest when the zone says so.
 ///
 /// Cheap to clone (Arc inside); all clones share the live snapshot. Queries read the snapshot
 /// without locking; [`DnsServer::apply`] builds a new one beside it and swaps it in.
@@ -26,8 +33,12 @@ pub struct DnsServer {
 
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
-    /// Serialises applies, so that revisions increase in the order snapshots are swapped in.
-    apply: Mutex<()>,
+    forwarder: ArcSwapOption<Forwarder>,
+    /// The zone last applied; serialises applies, so that revisions increase in the order
+    /// snapshots are swapped in.
+    zone: Mutex<Zone>,
+    precomputed: AtomicBool,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -43,54 +54,196 @@ impl std::fmt::Debug for DnsServer {
 impl DnsServer {
     /// A server for `zone`, at revision 1.
     pub fn new(zone: Zone) -> Result<Self, ZoneError> {
-        let snapshot = Snapshot::build(&zone, 1)?;
+        let snapshot = Snapshot::build(&zone, 1, None)?;
+        let metrics = Metrics::new();
+        metrics.zone(1, snapshot.record_count());
+        let forwarder = zone.forward.clone().map(|c| Arc::new(new_forwarder(c)));
         Ok(Self {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
-                apply: Mutex::new(()),
+                forwarder: ArcSwapOption::new(forwarder),
+                zone: Mutex::new(zone),
+                precomputed: AtomicBool::new(true),
+                metrics,
             }),
         })
     }
 
-    /// Build a new snapshot off the query path and swap it in atomically. On error the old one
-    /// stays.
+    /// Builds a new snapshot off the query path and swaps it in atomically; a query that starts
+    /// after this returns sees the new zone. Services equal to those of the previous zone are
+    /// reused, not rebuilt. On error the old zone stays.
     pub fn apply(&self, zone: Zone) -> Result<(), ZoneError> {
-        // The guard protects no data, so a panic elsewhere while holding it leaves nothing
-        // inconsistent: recover from poisoning.
-        let _guard = self
-            .inner
-            .apply
+        let mut current = self.lock_zone();
+        self.swap_in(&zone, None)?;
+        *current = zone;
+        Ok(())
+    }
+
+    /// Replaces (or adds) one service, keeping the rest of the zone: only that service's names
+    /// are rebuilt.
+    pub fn apply_service(&self, service: ServiceRecord) -> Result<(), ZoneError> {
+        let mut zone = self.lock_zone();
+        let id = (service.namespace.clone(), service.name.clone());
+        // Changed in place (no copy of the whole zone), and put back if the service is bad.
+        let position = zone
+            .services
+            .iter()
+            .position(|s| s.namespace == service.namespace && s.name == service.name);
+        let old = match position {
+            Some(index) => Some(std::mem::replace(&mut zone.services[index], service)),
+            None => {
+                zone.services.push(service);
+                None
+            }
+        };
+        let result = self.swap_in(&zone, Some((&id.0, &id.1)));
+        if result.is_err() {
+            match (position, old) {
+                (Some(index), Some(old)) => zone.services[index] = old,
+                _ => {
+                    zone.services.pop();
+                }
+            }
+        }
+        result
+    }
+
+    /// Removes one service; `false` if it was not in the zone.
+    pub fn remove_service(&self, namespace: &str, name: &str) -> Result<bool, ZoneError> {
+        let mut current = self.lock_zone();
+        let mut zone = current.clone();
+        let before = zone.services.len();
+        zone.services
+            .retain(|s| !(s.namespace == namespace && s.name == name));
+        if zone.services.len() == before {
+            return Ok(false);
+        }
+        self.swap_in(&zone, None)?;
+        *current = zone;
+        Ok(true)
+    }
+
+    fn lock_zone(&self) -> std::sync::MutexGuard<'_, Zone> {
+        // A panic while holding the lock happens before the swap or after it, never half-way:
+        // the zone it guards is always the one served. Recover from poisoning.
+        self.inner
+            .zone
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let revision = self.inner.snapshot.load().revision() + 1;
-        let snapshot = Snapshot::build(&zone, revision)?;
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Caller holds the zone lock.
+    fn swap_in(&self, zone: &Zone, changed: Option<(&str, &str)>) -> Result<(), ZoneError> {
+        let previous = self.inner.snapshot.load_full();
+        let revision = previous.revision() + 1;
+        let snapshot = Snapshot::build_changed(zone, revision, Some(&previous), changed)?;
+        let forwarding_changed = self
+            .inner
+            .forwarder
+            .load()
+            .as_ref()
+            .map(|f| f.config().clone())
+            != zone.forward;
+        if forwarding_changed {
+            let forwarder = zone.forward.clone().map(|c| Arc::new(new_forwarder(c)));
+            self.inner.forwarder.store(forwarder);
+        }
+        self.inner.metrics.zone(revision, snapshot.record_count());
         self.inner.snapshot.store(Arc::new(snapshot));
         debug!(revision, services = zone.services.len(), "dns zone applied");
         Ok(())
     }
 
-    /// Number of successful applies (starts at 1 after new). Exposed later as the zone
-    /// serial/metric.
+    /// The revision of the zone served: 1 after [`DnsServer::new`], one more per successful
+    /// apply. The SOA serial is its low 32 bits.
     pub fn revision(&self) -> u64 {
         self.inner.snapshot.load().revision()
     }
 
-    /// Answer one wire-format query.
+    /// Number of records in the zone served (PTR included).
+    pub fn record_count(&self) -> usize {
+        self.inner.snapshot.load().record_count()
+    }
+
+    /// The server's metrics in the Prometheus text exposition format: `berth_dns_queries_total`
+    /// by `qtype` and `rcode`, `berth_dns_answer_duration_seconds`, `berth_dns_zone_revision`,
+    /// `berth_dns_zone_records`.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.encode()
+    }
+
+    /// Whether answers come from responses precomputed in the snapshot (the default) or are
+    /// all encoded per query by the general path. Both answer the same; the switch exists to
+    /// measure one against the other.
+    pub fn set_precomputed(&self, on: bool) {
+        self.inner.precomputed.store(on, Ordering::Relaxed);
+    }
+
+    /// Answer one wire-format query from the zone, without forwarding (names outside the zone
+    /// get REFUSED here; the serving loops forward them when the zone says so).
     ///
     /// The response fits the transport: over UDP 512 octets without EDNS, or the client's EDNS
     /// payload size capped at 1232; over TCP 65535. `None` means send nothing (a response
     /// packet, or not even a readable header).
     pub fn answer(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        answer::answer(&self.inner.snapshot.load(), query, transport)
+        let mut out = Vec::new();
+        let options = Options {
+            precomputed: self.inner.precomputed.load(Ordering::Relaxed),
+            forwarding: false,
+        };
+        let snapshot = self.inner.snapshot.load();
+        match answer::answer_into(&snapshot, query, transport, options, &mut out) {
+            Action::Send => Some(out),
+            Action::Drop | Action::Forward => None,
+        }
     }
 
-    /// Serve UDP queries on an already bound socket until `shutdown` completes.
+    /// Answers `query` into `out`, counting it; `Forward` when the forwarder must answer.
+    pub(crate) fn answer_counted(
+        &self,
+        query: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let start = Instant::now();
+        let options = Options {
+            precomputed: self.inner.precomputed.load(Ordering::Relaxed),
+            forwarding: self.inner.forwarder.load().is_some(),
+        };
+        let action = {
+            let snapshot = self.inner.snapshot.load();
+            answer::answer_into(&snapshot, query, transport, options, out)
+        };
+        match action {
+            Action::Send => self.count(out, start),
+            Action::Drop => self
+                .inner
+                .metrics
+                .query(QType::other, Rcode::dropped, start.elapsed()),
+            Action::Forward => {}
+        }
+        action
+    }
+
+    /// Counts a response sent.
+    pub(crate) fn count(&self, response: &[u8], start: Instant) {
+        let (qtype, rcode) = metrics::summarize(response);
+        self.inner.metrics.query(qtype, rcode, start.elapsed());
+    }
+
+    /// The forwarder, when forwarding is on.
+    pub(crate) fn forwarder(&self) -> Option<Arc<Forwarder>> {
+        self.inner.forwarder.load_full()
+    }
+
+    /// Serve UDP queries on an already bound socket until `shutdown` completes (one loop on the
+    /// caller's runtime; [`DnsServer::serve`] runs one thread per worker instead).
     pub async fn serve_udp(
         &self,
         socket: UdpSocket,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        udp::serve(self, socket, shutdown).await
+        udp::serve_tokio(self, socket, shutdown).await
     }
 
     /// Serve DNS over TCP (2-byte length prefix, pipelined queries answered in order, idle
@@ -102,4 +255,39 @@ impl DnsServer {
     ) -> std::io::Result<()> {
         tcp::serve(self, listener, shutdown).await
     }
+
+    /// Binds UDP and TCP on every address in `listen`, UDP with `workers` SO_REUSEPORT sockets
+    /// per address (port 0 picks one port per address, shared by its UDP and TCP sockets).
+    pub fn bind(listen: &[SocketAddr], workers: usize) -> std::io::Result<Listeners> {
+        Listeners::bind(listen, workers)
+    }
+
+    /// Serves `listeners` until `shutdown` completes: one thread per UDP socket, each a
+    /// receive-answer-send loop that allocates nothing per query, and TCP on the caller's
+    /// runtime. Must be called within a tokio runtime (forwarding and TCP run on it).
+    pub async fn serve_listeners(
+        &self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        info!(addresses = ?listeners.local_addrs(), workers = listeners.workers(), "dns serving");
+        udp::serve_listeners(self, listeners, shutdown).await
+    }
+
+    /// [`DnsServer::bind`] then [`DnsServer::serve_listeners`].
+    pub async fn serve(
+        &self,
+        listen: &[SocketAddr],
+        workers: usize,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let listeners = Self::bind(listen, workers)?;
+        self.serve_listeners(listeners, shutdown).await
+    }
+}
+
+fn new_forwarder(config: crate::forward::ForwardConfig) -> Forwarder {
+    Forwarder::new(config, || {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    })
 }

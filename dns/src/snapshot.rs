@@ -1,14 +1,22 @@
 //! An immutable, precomputed view of the zone: every name the zone holds, with its record sets
-//! already built, so that answering a query is one hash lookup.
+//! already built and encoded as ready-to-send responses, so that answering a common query is one
+//! hash lookup and one copy.
 
 mod build;
+mod template;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::rr::{Name, Record, RecordType};
 
+pub(crate) use self::template::Template;
 use crate::name::NameKey;
+use crate::zone::ServiceRecord;
+
+/// Keys hash with ahash: the lookup is on the query path of every query.
+type NodeMap = HashMap<Arc<[u8]>, Arc<Node>, ahash::RandomState>;
 
 /// One revision of the zone, ready to answer from. Built by [`Snapshot::build`], never changed
 /// afterwards except for the rotation counter.
@@ -17,22 +25,72 @@ pub(crate) struct Snapshot {
     revision: u64,
     /// The apex, lowercase and fully qualified.
     origin: Name,
-    /// The apex SOA, also the AUTHORITY of negative answers.
-    soa: Record,
-    /// Every name in the zone, empty non-terminals included, by [`NameKey`].
-    nodes: HashMap<Box<[u8]>, Node>,
+    /// The [`NameKey`] of the origin.
+    origin_key: Box<[u8]>,
+    /// TTL of the zone's records.
+    record_ttl: u32,
+    /// The cluster zone and the two reverse zones: what negative answers carry.
+    apexes: [Apex; 3],
+    /// Every name served, empty non-terminals of the cluster zone included, by [`NameKey`].
+    nodes: NodeMap,
+    /// What each service contributed, kept so that the next build reuses it when the service
+    /// did not change.
+    services: HashMap<(String, String), Arc<ServicePart>, ahash::RandomState>,
+    /// Records in the zone (for metrics and benchmarks).
+    record_count: usize,
     /// Bumped by each answer that rotates a record set, so that clients taking the first record
     /// spread over all of them.
     rotation: AtomicUsize,
 }
 
+/// Which apex a name belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ZoneIndex {
+    /// The cluster zone.
+    Cluster = 0,
+    /// `in-addr.arpa`.
+    ReverseV4 = 1,
+    /// `ip6.arpa`.
+    ReverseV6 = 2,
+}
+
+/// The apex of a served zone, as negative answers need it.
+#[derive(Debug)]
+pub(crate) struct Apex {
+    /// The SOA with the negative TTL, min(SOA TTL, SOA minimum) (RFC 2308 section 3).
+    negative_soa: Record,
+    /// That record in wire format without name compression, so that it can follow any question.
+    negative_soa_wire: Box<[u8]>,
+}
+
+/// What one service puts in the zone.
+#[derive(Debug)]
+pub(crate) struct ServicePart {
+    /// The service as it was given, to tell whether the next zone changed it.
+    record: ServiceRecord,
+    /// Its names: the service, its instances, its SRV names and their empty non-terminals.
+    nodes: Vec<(Arc<[u8]>, Arc<Node>)>,
+    /// Reverse names of its addresses, each with its PTR node alone.
+    ptrs: Vec<Ptr>,
+}
+
+/// A PTR a service contributes: the reverse name of an address and the name it points at.
+#[derive(Debug)]
+pub(crate) struct Ptr {
+    key: Arc<[u8]>,
+    reverse: Name,
+    target: Name,
+    node: Arc<Node>,
+}
+
 /// The record sets of one name; no record set for an empty non-terminal.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Node {
+    zone: ZoneIndex,
     rrsets: Vec<RrSet>,
 }
 
-/// The records of one name and type, in their canonical order.
+/// The records of one name and type, in their canonical order, and the precomputed responses.
 #[derive(Debug)]
 pub(crate) struct RrSet {
     record_type: RecordType,
@@ -40,14 +98,16 @@ pub(crate) struct RrSet {
     /// For each record (same index), what goes into the ADDITIONAL section with it: an SRV
     /// target's A/AAAA records. Empty when the type has no additional processing.
     additionals: Vec<Vec<Record>>,
+    /// Responses for a query of this name (lowercase) and type, one per rotation start.
+    templates: Box<[Template]>,
 }
 
 /// Where a name stands in a snapshot.
 #[derive(Debug)]
 pub(crate) enum Lookup<'a> {
-    /// Not at or below the origin: not ours to answer.
+    /// Not in a zone we answer for.
     OutOfZone,
-    /// Below the origin, but no such name.
+    /// Below the cluster origin, but no such name.
     NxDomain,
     /// The name exists (maybe as an empty non-terminal).
     Found(&'a Node),
@@ -59,29 +119,43 @@ impl Snapshot {
         self.revision
     }
 
-    /// The apex of the zone.
+    /// The apex of the cluster zone.
     pub(crate) fn origin(&self) -> &Name {
         &self.origin
     }
 
-    /// The apex SOA record.
-    pub(crate) fn soa(&self) -> &Record {
-        &self.soa
+    /// Number of records in the zone.
+    pub(crate) fn record_count(&self) -> usize {
+        self.record_count
+    }
+
+    /// The apex of `zone`.
+    pub(crate) fn apex(&self, zone: ZoneIndex) -> &Apex {
+        &self.apexes[zone as usize]
     }
 
     /// Finds `name` (any case).
     pub(crate) fn lookup(&self, name: &Name) -> Lookup<'_> {
-        if !self.origin.zone_of(name) {
-            return Lookup::OutOfZone;
-        }
-        let node = NameKey::new(name).and_then(|key| self.nodes.get(key.as_bytes()));
-        match node {
-            Some(node) => Lookup::Found(node),
-            None => Lookup::NxDomain,
+        match NameKey::new(name) {
+            Some(key) => self.find(key.as_bytes()),
+            None => Lookup::OutOfZone,
         }
     }
 
-    /// A fresh rotation offset; callers reduce it modulo the record set length.
+    /// Finds the name with lookup key `key`. Reverse names the zone holds no PTR for are out of
+    /// zone: they go on to the upstream, as CoreDNS's `fallthrough` does.
+    pub(crate) fn find(&self, key: &[u8]) -> Lookup<'_> {
+        if let Some(node) = self.nodes.get(key) {
+            return Lookup::Found(node);
+        }
+        if is_below(key, &self.origin_key) {
+            Lookup::NxDomain
+        } else {
+            Lookup::OutOfZone
+        }
+    }
+
+    /// A fresh rotation offset.
     pub(crate) fn next_rotation(&self) -> usize {
         self.rotation.fetch_add(1, Ordering::Relaxed)
     }
@@ -93,15 +167,51 @@ impl Snapshot {
     }
 }
 
+/// Whether the name of `key` is `zone` or below it (label boundaries respected).
+fn is_below(key: &[u8], zone: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        if key.get(at..) == Some(zone) {
+            return true;
+        }
+        match key.get(at) {
+            Some(&len) => at += 1 + usize::from(len),
+            None => return false,
+        }
+    }
+}
+
+impl Apex {
+    pub(crate) fn negative_soa(&self) -> &Record {
+        &self.negative_soa
+    }
+
+    pub(crate) fn negative_soa_wire(&self) -> &[u8] {
+        &self.negative_soa_wire
+    }
+}
+
 impl Node {
     /// The record set of `record_type`, if the name has one.
     pub(crate) fn rrset(&self, record_type: RecordType) -> Option<&RrSet> {
         self.rrsets.iter().find(|s| s.record_type == record_type)
     }
 
-    /// All record sets of the name.
-    pub(crate) fn rrsets(&self) -> &[RrSet] {
-        &self.rrsets
+    /// The record set of type code `code`, if the name has one.
+    pub(crate) fn rrset_by_code(&self, code: u16) -> Option<&RrSet> {
+        self.rrsets
+            .iter()
+            .find(|s| u16::from(s.record_type) == code)
+    }
+
+    /// The record set a query of type ANY gets (RFC 8482 section 4.2: one RRset of the name).
+    pub(crate) fn any_rrset(&self) -> Option<&RrSet> {
+        self.rrsets.first()
+    }
+
+    /// The zone the name is in.
+    pub(crate) fn zone(&self) -> ZoneIndex {
+        self.zone
     }
 }
 
@@ -121,6 +231,38 @@ impl RrSet {
         matches!(
             self.record_type,
             RecordType::A | RecordType::AAAA | RecordType::SRV
-        )
+        ) && self.records.len() > 1
+    }
+
+    /// The rotation starts the templates are built for: every one for small sets, evenly spread
+    /// ones for large sets (so that memory stays linear in the set size).
+    pub(crate) fn rotation_starts(&self) -> impl Iterator<Item = usize> + use<> {
+        let len = self.records.len();
+        let count = if self.rotates() {
+            len.min(template::MAX_ROTATIONS)
+        } else {
+            1
+        };
+        (0..count).map(move |i| i * len / count)
+    }
+
+    /// The precomputed response for rotation counter `rotation`.
+    pub(crate) fn template(&self, rotation: usize) -> Option<&Template> {
+        self.templates.get(rotation % self.templates.len().max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_respects_label_boundaries() {
+        let zone = b"\x05berth\x05local";
+        assert!(is_below(b"\x05berth\x05local", zone));
+        assert!(is_below(b"\x01a\x05berth\x05local", zone));
+        assert!(!is_below(b"\x06xberth\x05local", zone));
+        assert!(!is_below(b"\x05local", zone));
+        assert!(!is_below(b"", zone));
     }
 }

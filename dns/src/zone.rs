@@ -17,6 +17,17 @@ pub struct Zone {
     /// TTL of every answer in the zone, seconds. Default 5 (as CoreDNS's kubernetes plugin).
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// How long resolvers may cache a negative answer, seconds: the SOA minimum. Negative
+    /// answers carry min(ttl, negative_ttl) (RFC 2308). Default 5.
+    #[serde(default = "default_ttl")]
+    pub negative_ttl: u32,
+    /// Addresses of the server itself, served as A/AAAA of `ns.dns.<origin>`, the name the apex
+    /// NS record gives (as CoreDNS does). Empty: that name does not exist.
+    #[serde(default)]
+    pub nameserver_addresses: Vec<IpAddr>,
+    /// Forwarding of names outside the served zones; absent: such names get REFUSED.
+    #[serde(default)]
+    pub forward: Option<crate::forward::ForwardConfig>,
     /// Services in the zone.
     #[serde(default)]
     pub services: Vec<ServiceRecord>,
@@ -27,6 +38,9 @@ impl Default for Zone {
         Self {
             origin: default_origin(),
             ttl: default_ttl(),
+            negative_ttl: default_ttl(),
+            nameserver_addresses: Vec::new(),
+            forward: None,
             services: Vec::new(),
         }
     }

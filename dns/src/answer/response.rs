@@ -46,16 +46,27 @@ impl Response<'_> {
     /// question and OPT with TC set; when only some additional groups do not fit, they are
     /// left out without TC (RFC 2181 section 9).
     pub(crate) fn encode(&self, max_size: u16) -> Result<Vec<u8>, ProtoError> {
+        self.encode_checked(max_size).map(|(bytes, _)| bytes)
+    }
+
+    /// As [`Response::encode`], and whether nothing was left out.
+    pub(crate) fn encode_checked(&self, max_size: u16) -> Result<(Vec<u8>, bool), ProtoError> {
         match self.encode_with(max_size, false)? {
-            Some(bytes) => Ok(bytes),
+            Some(encoded) => Ok(encoded),
             None => self.encode_with(max_size, true)?.ok_or(ProtoError::Message(
                 "header and question exceed the size limit",
             )),
         }
     }
 
-    /// `None` when a section that cannot be trimmed does not fit.
-    fn encode_with(&self, max_size: u16, truncated: bool) -> Result<Option<Vec<u8>>, ProtoError> {
+    /// `None` when a section that cannot be trimmed does not fit; else the bytes and whether
+    /// every record is in.
+    fn encode_with(
+        &self,
+        max_size: u16,
+        truncated: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, ProtoError> {
+        let mut complete = !truncated;
         let mut buffer = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut buffer);
         // Keep room for the OPT record, which must be present whatever else is left out.
@@ -92,6 +103,7 @@ impl Response<'_> {
                 .map(|g| g.0.len())
                 .sum();
             counts.additionals = to_count(records)?;
+            complete = groups == self.additionals.len();
         }
 
         if self.edns {
@@ -104,7 +116,7 @@ impl Response<'_> {
             counts.additionals = counts.additionals.saturating_add(1);
         }
         place.replace(&mut encoder, Header { metadata, counts })?;
-        Ok(Some(buffer))
+        Ok(Some((buffer, complete)))
     }
 }
 

@@ -273,8 +273,9 @@ fn apex_has_soa_and_ns() {
             Name::from_ascii("ns.dns.berth.local.").unwrap()
         ))
     );
+    // RFC 8482: one RRset, not everything the name holds.
     let any = ask(&server, "berth.local.", RecordType::ANY);
-    assert_eq!(any.answers.len(), 2);
+    assert_eq!(any.answers.len(), 1);
 }
 
 #[test]
@@ -634,10 +635,10 @@ fn origin_is_case_insensitive_and_may_end_with_a_dot() {
 
 #[test]
 fn snapshot_holds_every_name_and_empty_non_terminal() {
-    let snapshot = crate::snapshot::Snapshot::build(&zone(), 1).unwrap();
+    let snapshot = crate::snapshot::Snapshot::build(&zone(), 1, None).unwrap();
     // apex, svc, default.svc, hello, 3 instances, _tcp + _http.
-    // prod.svc, web, web-1, _tcp + _https.
-    assert_eq!(snapshot.len(), 2 + 1 + 1 + 3 + 2 + 1 + 1 + 1 + 2);
+    // prod.svc, web, web-1, _tcp + _https; dns-version; PTR of 127.0.0.1, the VIP and fd00::1.
+    assert_eq!(snapshot.len(), 2 + 1 + 1 + 3 + 2 + 1 + 1 + 1 + 2 + 1 + 3);
 }
 
 proptest! {
@@ -667,4 +668,229 @@ proptest! {
             prop_assert!(Message::from_vec(&response).is_ok());
         }
     }
+}
+
+#[test]
+fn ptr_answers_instance_addresses_and_vips() {
+    let server = server();
+    let cases = [
+        (
+            "1.0.0.127.in-addr.arpa.",
+            "hello-a.hello.default.svc.berth.local.",
+        ),
+        ("10.0.96.10.IN-ADDR.ARPA.", "web.prod.svc.berth.local."),
+        (
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+            "web-1.web.prod.svc.berth.local.",
+        ),
+    ];
+    for (reverse, target) in cases {
+        let response = ask(&server, reverse, RecordType::PTR);
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::NoError,
+            "{reverse}"
+        );
+        assert!(response.metadata.authoritative);
+        let targets: Vec<String> = response
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(ptr) => Some(ptr.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, vec![target.to_owned()], "{reverse}");
+        assert_eq!(response.answers[0].name.to_string(), reverse);
+        // NODATA in the reverse zone carries that zone's SOA.
+        let nodata = ask(&server, reverse, RecordType::A);
+        assert!(nodata.answers.is_empty());
+        assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+        let soa_owner = nodata.authorities[0].name.to_ascii();
+        assert!(
+            reverse.to_ascii_lowercase().ends_with(&soa_owner),
+            "{soa_owner}"
+        );
+    }
+    // Addresses the zone does not hold are not ours to answer (no forwarding here).
+    let other = ask(&server, "8.8.8.8.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(other.metadata.response_code, ResponseCode::Refused);
+}
+
+#[test]
+fn dns_version_is_a_txt_record() {
+    let response = ask(&server(), "dns-version.berth.local.", RecordType::TXT);
+    match &response.answers[..] {
+        [record] => match &record.data {
+            RData::TXT(txt) => assert_eq!(txt.to_string(), "1.1.0"),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn negative_ttl_is_the_smaller_of_soa_ttl_and_minimum() {
+    for (ttl, negative, expected) in [(30, 5, 5), (5, 30, 5), (60, 60, 60)] {
+        let server = DnsServer::new(Zone {
+            ttl,
+            negative_ttl: negative,
+            ..zone()
+        })
+        .unwrap();
+        for (name, rcode) in [
+            ("nope.berth.local.", ResponseCode::NXDomain),
+            ("hello.default.svc.berth.local.", ResponseCode::NoError),
+        ] {
+            for edns in [false, true] {
+                let response = ask_with(&server, name, RecordType::MX, edns);
+                assert_eq!(response.metadata.response_code, rcode);
+                assert!(response.answers.is_empty());
+                let soa = &response.authorities[0];
+                assert_eq!(soa.ttl, expected, "{ttl} {negative}");
+                match &soa.data {
+                    RData::SOA(data) => assert_eq!(data.minimum, negative),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        // The SOA asked for directly keeps its own TTL.
+        let soa = ask(&server, "berth.local.", RecordType::SOA);
+        assert_eq!(soa.answers[0].ttl, ttl);
+    }
+}
+
+#[test]
+fn any_gets_one_rrset() {
+    let server = server();
+    let response = ask(&server, "web.prod.svc.berth.local.", RecordType::ANY);
+    assert_eq!(response.answers.len(), 1);
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    // An empty non-terminal has nothing to give: NODATA.
+    let ent = ask(&server, "default.svc.berth.local.", RecordType::ANY);
+    assert!(ent.answers.is_empty() && !ent.authorities.is_empty());
+}
+
+/// Both paths must answer alike: every name and type, with and without EDNS, over UDP and TCP.
+#[test]
+fn precomputed_and_general_paths_agree() {
+    let fast = server();
+    let general = server();
+    general.set_precomputed(false);
+    let names = [
+        "berth.local.",
+        "dns-version.berth.local.",
+        "hello.default.svc.berth.local.",
+        "HELLO-b.hello.default.svc.berth.local.",
+        "_http._tcp.hello.default.svc.berth.local.",
+        "_tcp.hello.default.svc.berth.local.",
+        "web.prod.svc.berth.local.",
+        "_https._tcp.web.prod.svc.berth.local.",
+        "default.svc.berth.local.",
+        "missing.default.svc.berth.local.",
+        "1.0.0.127.in-addr.arpa.",
+        "example.com.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::PTR,
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::TXT,
+        RecordType::ANY,
+        RecordType::MX,
+    ];
+    for name in names {
+        for record_type in types {
+            for edns in [false, true] {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    let query = query_bytes(name, record_type, edns);
+                    let a = Message::from_vec(&fast.answer(&query, transport).unwrap()).unwrap();
+                    let b = Message::from_vec(&general.answer(&query, transport).unwrap()).unwrap();
+                    let context = format!("{name} {record_type} edns={edns} {transport:?}");
+                    assert_eq!(a.metadata, b.metadata, "{context}");
+                    assert_eq!(a.queries, b.queries, "{context}");
+                    let sorted = |records: &[hickory_proto::rr::Record]| {
+                        let mut text: Vec<String> =
+                            records.iter().map(ToString::to_string).collect();
+                        text.sort();
+                        text
+                    };
+                    assert_eq!(sorted(&a.answers), sorted(&b.answers), "{context}");
+                    assert_eq!(sorted(&a.authorities), sorted(&b.authorities), "{context}");
+                    assert_eq!(sorted(&a.additionals), sorted(&b.additionals), "{context}");
+                    assert_eq!(a.edns.is_some(), b.edns.is_some(), "{context}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_address_in_two_services_has_a_ptr_for_each() {
+    let mut zone = zone();
+    let mut copy = zone.services[1].clone();
+    copy.name = "web2".into();
+    zone.services.push(copy);
+    let server = DnsServer::new(zone).unwrap();
+    let response = ask(&server, "10.0.96.10.in-addr.arpa.", RecordType::PTR);
+    let mut targets: Vec<String> = response
+        .answers
+        .iter()
+        .map(|r| r.data.to_string())
+        .collect();
+    targets.sort();
+    assert_eq!(
+        targets,
+        vec!["web.prod.svc.berth.local.", "web2.prod.svc.berth.local."]
+    );
+    // Removing one leaves the other's alone.
+    server.remove_service("prod", "web2").unwrap();
+    let response = ask(&server, "10.0.96.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(response.answers.len(), 1);
+}
+
+#[test]
+fn a_bad_service_update_keeps_the_zone() {
+    let server = server();
+    let before = server.revision();
+    let mut bad = zone().services[0].clone();
+    bad.endpoints[0].hostname = "Not_A_Label".into();
+    let error = server.apply_service(bad).unwrap_err();
+    assert!(error.to_string().contains("Not_A_Label"), "{error}");
+    assert_eq!(server.revision(), before);
+    let response = ask(
+        &server,
+        "hello-a.hello.default.svc.berth.local.",
+        RecordType::A,
+    );
+    assert_eq!(response.answers.len(), 1);
+    // A new service is added, and a bad new one is not left behind.
+    let mut new = zone().services[1].clone();
+    new.name = "fresh".into();
+    server.apply_service(new.clone()).unwrap();
+    new.name = "-bad".into();
+    assert!(server.apply_service(new).is_err());
+    server.apply(zone()).unwrap();
+    let gone = ask(&server, "fresh.prod.svc.berth.local.", RecordType::A);
+    assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn the_nameserver_name_has_addresses_when_given() {
+    let absent = ask(&server(), "ns.dns.berth.local.", RecordType::A);
+    assert_eq!(absent.metadata.response_code, ResponseCode::NXDomain);
+    let server = DnsServer::new(Zone {
+        nameserver_addresses: vec!["10.96.0.10".parse().unwrap(), "fd00::a".parse().unwrap()],
+        ..zone()
+    })
+    .unwrap();
+    let a = ask(&server, "ns.dns.berth.local.", RecordType::A);
+    assert_eq!(addresses(&a), vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
+    let aaaa = ask(&server, "NS.dns.berth.local.", RecordType::AAAA);
+    assert_eq!(addresses(&aaaa), vec!["fd00::a".parse::<IpAddr>().unwrap()]);
+    let ent = ask(&server, "dns.berth.local.", RecordType::A);
+    assert_eq!(ent.metadata.response_code, ResponseCode::NoError);
 }

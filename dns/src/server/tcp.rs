@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::io::ErrorKind;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,7 +12,7 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use super::DnsServer;
-use crate::answer::Transport;
+use crate::answer::{Action, Transport};
 
 /// A connection with no complete query for this long is closed (RFC 7766 section 6.2.3 leaves
 /// the value to the server; CoreDNS and Unbound use about as much).
@@ -81,6 +81,7 @@ async fn connection(
     let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut writer = BufWriter::new(writer);
     let mut query = Vec::new();
+    let mut out = Vec::new();
     loop {
         let len = tokio::select! {
             _ = stopped.wait_for(|stopped| *stopped) => return Ok(()),
@@ -95,15 +96,30 @@ async fn connection(
             .await
             .map_err(|_| ErrorKind::TimedOut)??;
 
-        // Not even a header: nothing to answer, and nothing sensible to expect next.
-        let Some(response) = server.answer(&query, Transport::Tcp) else {
-            return Ok(());
+        let start = Instant::now();
+        let forwarded;
+        let response: &[u8] = match server.answer_counted(&query, Transport::Tcp, &mut out) {
+            Action::Send => &out,
+            // Not even a header: nothing to answer, and nothing sensible to expect next.
+            Action::Drop => return Ok(()),
+            Action::Forward => {
+                let resolved = match server.forwarder() {
+                    Some(forwarder) => forwarder.resolve(&query, Transport::Tcp).await,
+                    None => crate::forward::servfail_bytes(&query),
+                };
+                let Some(resolved) = resolved else {
+                    return Ok(());
+                };
+                server.count(&resolved, start);
+                forwarded = resolved;
+                &forwarded
+            }
         };
         // `answer` keeps TCP responses within 65535 octets.
         let len = u16::try_from(response.len()).map_err(|_| ErrorKind::InvalidData)?;
         let write = async {
             writer.write_all(&len.to_be_bytes()).await?;
-            writer.write_all(&response).await?;
+            writer.write_all(response).await?;
             // Pipelined queries already read get their answers in one write.
             if reader.buffer().is_empty() {
                 writer.flush().await?;

@@ -55,6 +55,31 @@ impl TestServer {
         }
     }
 
+    /// A server on the worker path ([`DnsServer::serve_listeners`]): `workers` SO_REUSEPORT
+    /// UDP sockets with their threads, and TCP on the same port.
+    pub(crate) async fn start_workers(zone: Zone, workers: usize) -> Self {
+        let server = DnsServer::new(zone).unwrap();
+        let listeners = DnsServer::bind(&["127.0.0.1:0".parse().unwrap()], workers).unwrap();
+        let addr = listeners.local_addrs()[0];
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn({
+            let server = server.clone();
+            async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                server.serve_listeners(listeners, shutdown).await
+            }
+        });
+        Self {
+            server,
+            udp: addr,
+            tcp: addr,
+            stop,
+            tasks: vec![task],
+        }
+    }
+
     /// Stops both loops and checks they ended cleanly.
     pub(crate) async fn stop(self) {
         self.stop.send(true).unwrap();
