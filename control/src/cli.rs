@@ -144,11 +144,53 @@ pub enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+    /// Follow, list or undo an app's rollouts.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// The example app: an HTTP server answering with its instance name.
     HelloServer {
         /// Address to listen on (default: $HOST:$PORT0, as the agent sets them).
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+}
+
+/// `berth rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Follow the rollout of an app's current revision until it completes (exit 0) or fails
+    /// (exit 1).
+    Status {
+        /// The app.
+        app: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// The kept revisions of an app.
+    History {
+        /// The app.
+        app: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Roll an app back to a kept revision (the previous one by default).
+    Undo {
+        /// The app.
+        app: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The revision to go back to.
+        #[arg(long, default_value_t = 0)]
+        to_revision: u32,
     },
 }
 
@@ -266,6 +308,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("App {namespace}/{app} scaled to {replicas}");
             Ok(())
         }
+        Command::Rollout { command } => rollout(&Client::new(&cli.server)?, command).await,
         Command::HelloServer { listen } => {
             crate::hello::run(crate::hello::listen_addr(listen)?).await
         }
@@ -305,6 +348,7 @@ pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
         match o {
             Object::Instance(i) => {
                 row.push(i.spec.app.clone());
+                row.push(i.spec.revision.to_string());
                 let mut state = i.status.state.as_str().to_owned();
                 if i.spec.stop && !matches!(i.status.state, crate::api::InstanceState::Stopped) {
                     state.push_str(" (stopping)");
@@ -410,4 +454,98 @@ pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+async fn get_app(client: &Client, namespace: &str, name: &str) -> Result<crate::api::App> {
+    match client.get(Kind::App, namespace, name).await? {
+        Some(Object::App(a)) => Ok(a),
+        _ => bail!("App {namespace}/{name} not found"),
+    }
+}
+
+async fn rollout(client: &Client, command: RolloutCommand) -> Result<()> {
+    use crate::api::RolloutPhase;
+    match command {
+        RolloutCommand::Status {
+            app,
+            namespace,
+            timeout,
+        } => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+            let mut last = String::new();
+            loop {
+                let a = get_app(client, &namespace, &app).await?;
+                let s = &a.status;
+                // The controller has seen the current spec once its template is the newest kept.
+                let observed = s.history.last().map(|r| &r.template) == Some(&a.spec.template);
+                let line = if !observed {
+                    "waiting for the controller to see the new template".to_owned()
+                } else {
+                    format!(
+                        "revision {}: {} of {} updated instances ready, {} old",
+                        s.revision,
+                        s.updated_ready_replicas,
+                        a.spec.replicas,
+                        s.replicas.saturating_sub(s.updated_replicas)
+                    )
+                };
+                if line != last {
+                    println!("{line}");
+                    last = line;
+                }
+                if observed {
+                    match s.rollout.phase {
+                        RolloutPhase::Complete => {
+                            println!("app {namespace}/{app}: revision {} rolled out", s.revision);
+                            return Ok(());
+                        }
+                        RolloutPhase::Failed => bail!(
+                            "app {namespace}/{app}: rollout failed: {}",
+                            s.rollout.message
+                        ),
+                        RolloutPhase::Progressing => {}
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("app {namespace}/{app}: rollout not finished after {timeout} s");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        RolloutCommand::History { app, namespace } => {
+            let a = get_app(client, &namespace, &app).await?;
+            let mut rows = vec![["REVISION".to_owned(), "AGE".into(), "COMMAND".into()]];
+            for r in &a.status.history {
+                let mut cmd = r.template.command.clone();
+                for arg in &r.template.args {
+                    cmd.push(' ');
+                    cmd.push_str(arg);
+                }
+                let rev = if r.revision == a.status.revision {
+                    format!("{} (current)", r.revision)
+                } else {
+                    r.revision.to_string()
+                };
+                rows.push([rev, age(r.created_at), cmd]);
+            }
+            let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+            let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+            for r in rows {
+                println!("{:<w0$}   {:<w1$}   {}", r[0], r[1], r[2]);
+            }
+            Ok(())
+        }
+        RolloutCommand::Undo {
+            app,
+            namespace,
+            to_revision,
+        } => {
+            client.rollback(&namespace, &app, to_revision).await?;
+            match to_revision {
+                0 => println!("app {namespace}/{app} rolled back to the previous revision"),
+                n => println!("app {namespace}/{app} rolled back to revision {n}"),
+            }
+            Ok(())
+        }
+    }
 }

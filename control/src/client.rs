@@ -196,6 +196,14 @@ impl Client {
         .await
     }
 
+    /// Rolls an app back to a kept revision (0: the one before the current).
+    pub async fn rollback(&self, namespace: &str, name: &str, to_revision: u32) -> Result<Object> {
+        let p = format!("{}/rollback", path(Kind::App, Some(namespace), Some(name)));
+        let body = serde_json::json!({ "toRevision": to_revision });
+        self.call(Method::PUT, &p, Some(serde_json::to_vec(&body)?))
+            .await
+    }
+
     /// Opens a watch of every change after `revision` (or of everything, from a listing).
     pub async fn watch(
         &self,

@@ -28,6 +28,8 @@ use crate::store::{Store, StoreError};
 pub struct World {
     objects: BTreeMap<String, Object>,
     dirty: BTreeSet<String>,
+    /// The time of this pass, seconds since the Unix epoch: the reconcilers read no clock.
+    pub now: u64,
 }
 
 impl World {
@@ -36,6 +38,7 @@ impl World {
         World {
             objects: objects.into_iter().map(|o| (o.key(), o)).collect(),
             dirty: BTreeSet::new(),
+            now: 0,
         }
     }
 
@@ -116,6 +119,9 @@ pub fn pass(store: &Store) -> Result<usize, StoreError> {
         .map(|o| (o.key(), o.meta().revision))
         .collect();
     let mut world = World::new(objects);
+    world.now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     reconcile(&mut world, &mut random_name);
     store.transaction(|tx| {
         let mut written = 0;

@@ -28,6 +28,8 @@ pub fn listen_addr(flag: Option<SocketAddr>) -> Result<SocketAddr> {
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(listen: SocketAddr) -> Result<()> {
     let name = std::env::var("BERTH_INSTANCE").unwrap_or_else(|_| "hello".to_owned());
+    // Lets a rollout be seen from the outside: change it and every answer changes.
+    let greeting = std::env::var("HELLO_GREETING").unwrap_or_else(|_| "hello".to_owned());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -38,7 +40,7 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
         stop.cancel();
     });
     tracing::info!(%listen, instance = %name, "hello-server listening");
-    let body = format!("hello from {name}\n");
+    let body = format!("{greeting} from {name}\n");
     serve(
         listener,
         move |req| {

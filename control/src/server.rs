@@ -261,6 +261,9 @@ async fn handle(
         (Method::PUT, Some(name), Some("scale")) if target.kind == Kind::App => {
             scale(&store, ns, name, req).await
         }
+        (Method::PUT, Some(name), Some("rollback")) if target.kind == Kind::App => {
+            rollback(&store, ns, name, req).await
+        }
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{path}: method not allowed"),
@@ -434,6 +437,62 @@ async fn scale(store: &Store, ns: &str, name: &str, req: Request<Incoming>) -> R
     }) {
         Ok(o) => json(StatusCode::OK, &o),
         Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Rollback {
+    /// 0 or absent: the revision before the current one.
+    #[serde(default)]
+    to_revision: u32,
+}
+
+/// Puts a kept revision's template back; the controller rolls it out as a new revision.
+async fn rollback(store: &Store, ns: &str, name: &str, req: Request<Incoming>) -> Response<Body> {
+    let rb: Rollback = match body_json(req).await.map(serde_json::from_value) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("rollback: {e}")),
+        Err(r) => return r,
+    };
+    let mut refusal = None;
+    let result = store.modify(Kind::App, ns, name, |o| {
+        let Object::App(a) = o else { return false };
+        let h = &a.status.history;
+        let kept: Vec<String> = h.iter().map(|r| r.revision.to_string()).collect();
+        let target = if rb.to_revision == 0 {
+            h.len().checked_sub(2).and_then(|i| h.get(i))
+        } else {
+            h.iter().find(|r| r.revision == rb.to_revision)
+        };
+        match target {
+            Some(t) if t.template == a.spec.template => {
+                refusal = Some(format!("revision {} is already current", t.revision));
+                false
+            }
+            Some(t) => {
+                a.spec.template = t.template.clone();
+                true
+            }
+            None => {
+                refusal = Some(match rb.to_revision {
+                    0 => format!(
+                        "app {ns}/{name} has no previous revision (kept: {})",
+                        kept.join(", ")
+                    ),
+                    n => format!(
+                        "app {ns}/{name} has no revision {n} (kept: {})",
+                        kept.join(", ")
+                    ),
+                });
+                false
+            }
+        }
+    });
+    match (result, refusal) {
+        (Ok(_), Some(why)) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
+        (Ok(o), None) => json(StatusCode::OK, &o),
+        (Err(e), _) => store_error(e),
     }
 }
 

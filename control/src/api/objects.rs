@@ -36,8 +36,48 @@ pub struct AppSpec {
     /// Node labels an instance's node must carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// How a changed template replaces running instances.
+    #[serde(default)]
+    pub update_strategy: UpdateStrategy,
+    /// Old templates kept for `berth rollout undo`. Default 10.
+    #[serde(default = "default_history")]
+    pub revision_history_limit: u32,
     /// What every instance runs.
     pub template: Template,
+}
+
+fn default_history() -> u32 {
+    10
+}
+
+/// A rolling update: new instances replace old ones a few at a time, gated by readiness.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateStrategy {
+    /// Instances allowed above `replicas` during an update. Default 1.
+    #[serde(default = "one")]
+    pub max_surge: u32,
+    /// Instances allowed below `replicas` (counting only ready ones) during an update. Default 0:
+    /// capacity never drops.
+    #[serde(default)]
+    pub max_unavailable: u32,
+    /// Seconds without progress after which the rollout is reported failed. Default 600.
+    #[serde(default = "default_deadline")]
+    pub progress_deadline_seconds: u32,
+}
+
+fn default_deadline() -> u32 {
+    600
+}
+
+impl Default for UpdateStrategy {
+    fn default() -> Self {
+        UpdateStrategy {
+            max_surge: 1,
+            max_unavailable: 0,
+            progress_deadline_seconds: default_deadline(),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -56,7 +96,7 @@ pub enum PlacementStrategy {
 }
 
 /// What an instance runs: copied into each instance when it is created.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Template {
     /// The program; looked up on the agent's PATH, which starts with the directory of the berth
@@ -139,7 +179,7 @@ pub enum Protocol {
 }
 
 /// A readiness check.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
     /// An HTTP GET that must answer 2xx or 3xx.
@@ -200,6 +240,62 @@ pub struct AppStatus {
     /// Of those, the ready ones.
     #[serde(default)]
     pub ready_replicas: u32,
+    /// Of those, the ones running the current revision.
+    #[serde(default)]
+    pub updated_replicas: u32,
+    /// Of the updated ones, the ready ones.
+    #[serde(default)]
+    pub updated_ready_replicas: u32,
+    /// The current template's revision (1 for the first).
+    #[serde(default)]
+    pub revision: u32,
+    /// Progress of the rollout to `revision`.
+    #[serde(default)]
+    pub rollout: RolloutStatus,
+    /// Templates kept for undo, oldest first; the last one is the current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AppRevision>,
+}
+
+/// Where a rollout stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutPhase {
+    /// Instances of the current revision are being started or old ones stopped.
+    #[default]
+    Progressing,
+    /// Every instance runs the current revision and is ready.
+    Complete,
+    /// No progress within the progress deadline.
+    Failed,
+}
+
+/// The rollout of an app's current revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutStatus {
+    /// Where it stands.
+    #[serde(default)]
+    pub phase: RolloutPhase,
+    /// Why, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When it last made progress (an instance of the new revision turned ready, or an old one
+    /// was stopped), seconds since the Unix epoch.
+    #[serde(default)]
+    pub last_progress_at: u64,
+}
+
+/// One kept template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppRevision {
+    /// Its number.
+    pub revision: u32,
+    /// When it became current, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The template.
+    pub template: Template,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,6 +459,9 @@ pub struct Instance {
 pub struct InstanceSpec {
     /// The app it belongs to.
     pub app: String,
+    /// The app revision whose template it runs.
+    #[serde(default)]
+    pub revision: u32,
     /// What it runs (a copy of the app's template when it was created).
     pub template: Template,
     /// The node it is placed on; none while pending.

@@ -100,6 +100,17 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                 "spec.replicas",
                 format!("{} is more than the limit of {MAX_REPLICAS}", s.replicas),
             );
+            let u = &s.update_strategy;
+            e.check(
+                u.max_surge > 0 || u.max_unavailable > 0,
+                "spec.updateStrategy",
+                "maxSurge and maxUnavailable cannot both be 0: no update could make progress",
+            );
+            e.check(
+                u.progress_deadline_seconds >= 1,
+                "spec.updateStrategy.progressDeadlineSeconds",
+                "must be at least 1",
+            );
             let t = &s.template;
             e.check(
                 !t.command.trim().is_empty(),

@@ -13,6 +13,8 @@ fn app(replicas: u32) -> Object {
             replicas,
             strategy: PlacementStrategy::Spread,
             node_selector: BTreeMap::new(),
+            update_strategy: UpdateStrategy::default(),
+            revision_history_limit: 10,
             template: Template {
                 command: "berth".into(),
                 args: vec!["hello-server".into()],
@@ -83,9 +85,12 @@ fn instances(w: &World) -> Vec<Instance> {
 fn settle(w: &mut World, names: &mut dyn FnMut(&str) -> String) {
     for _ in 0..10 {
         let mut next = World::new(w.objects.values().cloned());
+        next.now = w.now;
         reconcile(&mut next, names);
         let changed = next.dirty.len();
+        let now = w.now;
         *w = World::new(next.objects.into_values());
+        w.now = now;
         if changed == 0 {
             return;
         }
@@ -217,4 +222,160 @@ fn store_pass_skips_objects_changed_since_read() {
             .all(|o| matches!(&**o, Object::Instance(i) if i.spec.node.is_some()))
     );
     assert_eq!(pass(&store).unwrap(), 0, "converged");
+}
+
+/// What `berth apply` does: the new spec, the stored status kept.
+fn apply(w: &mut World, new: Object) {
+    let key = new.key();
+    match w.get(&key).cloned() {
+        Some(mut cur) => {
+            cur.take_spec(new);
+            w.put(cur);
+        }
+        None => w.put(new),
+    }
+}
+
+fn with_args(mut o: Object, args: &[&str]) -> Object {
+    if let Object::App(a) = &mut o {
+        a.spec.template.args = args.iter().map(|s| s.to_string()).collect();
+    }
+    o
+}
+
+fn app_status(w: &World) -> AppStatus {
+    match w.get("apps/default/hello") {
+        Some(Object::App(a)) => a.status.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The agent's part: every placed, running instance turns ready; stopped ones report stopped.
+fn agent_step(w: &mut World, next_port: &mut u16) {
+    for i in instances(w) {
+        let key = Object::Instance(i.clone()).key();
+        w.update(&key, |o| {
+            let Object::Instance(i) = o else { return false };
+            match (i.spec.stop, i.status.state) {
+                (true, InstanceState::Stopped) => false,
+                (true, _) => {
+                    i.status.state = InstanceState::Stopped;
+                    true
+                }
+                (false, InstanceState::Scheduled) => {
+                    i.status.state = InstanceState::Ready;
+                    i.status.address = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                    i.status.ports.insert("web".into(), *next_port);
+                    *next_port += 1;
+                    true
+                }
+                _ => false,
+            }
+        });
+    }
+}
+
+#[test]
+fn rolling_update_keeps_capacity_and_surges_by_one() {
+    let mut names = names();
+    let mut w = World::new([app(3), node("n1"), node("n2"), service()]);
+    let mut port = 31000;
+    settle(&mut w, &mut names);
+    agent_step(&mut w, &mut port);
+    settle(&mut w, &mut names);
+    assert_eq!(app_status(&w).rollout.phase, RolloutPhase::Complete);
+    assert_eq!(app_status(&w).revision, 1);
+
+    apply(&mut w, with_args(app(3), &["hello-server", "--v2"]));
+    let mut steps = 0;
+    loop {
+        settle(&mut w, &mut names);
+        let live: Vec<_> = instances(&w).into_iter().filter(|i| !i.spec.stop).collect();
+        let ready = endpoints(&w).len();
+        assert!(
+            live.len() <= 4,
+            "at most replicas + maxSurge live: {}",
+            live.len()
+        );
+        assert!(
+            ready >= 3,
+            "never below replicas ready (maxUnavailable 0): {ready}"
+        );
+        let s = app_status(&w);
+        if s.rollout.phase == RolloutPhase::Complete {
+            assert_eq!(s.revision, 2);
+            assert!(
+                live.iter()
+                    .all(|i| i.spec.revision == 2 && i.spec.template.args[1] == "--v2")
+            );
+            break;
+        }
+        agent_step(&mut w, &mut port);
+        steps += 1;
+        assert!(steps < 20, "rollout does not finish: {s:?}");
+    }
+    assert!(steps >= 3, "one at a time: {steps} steps");
+    let history: Vec<u32> = app_status(&w).history.iter().map(|r| r.revision).collect();
+    assert_eq!(history, [1, 2]);
+}
+
+#[test]
+fn undo_brings_the_old_template_back_as_a_new_revision() {
+    let mut names = names();
+    let mut w = World::new([app(1), node("n1")]);
+    let mut port = 31000;
+    settle(&mut w, &mut names);
+    for args in [&["a"][..], &["b"], &["a"]] {
+        apply(&mut w, with_args(app(1), args));
+        for _ in 0..6 {
+            settle(&mut w, &mut names);
+            agent_step(&mut w, &mut port);
+        }
+    }
+    let s = app_status(&w);
+    let history: Vec<(u32, String)> = s
+        .history
+        .iter()
+        .map(|r| (r.revision, r.template.args.join(" ")))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "hello-server".to_owned()),
+            (3, "b".into()),
+            (4, "a".into())
+        ]
+    );
+    assert_eq!(s.revision, 4);
+    assert_eq!(s.rollout.phase, RolloutPhase::Complete);
+    let live: Vec<_> = instances(&w).into_iter().filter(|i| !i.spec.stop).collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].spec.template.args, ["a"]);
+}
+
+#[test]
+fn rollout_without_progress_fails_after_the_deadline() {
+    let mut names = names();
+    let mut w = World::new([app(2), node("n1"), service()]);
+    w.now = 1_000;
+    let mut port = 31000;
+    settle(&mut w, &mut names);
+    agent_step(&mut w, &mut port);
+    settle(&mut w, &mut names);
+    apply(&mut w, with_args(app(2), &["broken"]));
+    settle(&mut w, &mut names);
+    // The new instance never turns ready.
+    w.now += 599;
+    settle(&mut w, &mut names);
+    assert_eq!(app_status(&w).rollout.phase, RolloutPhase::Progressing);
+    w.now += 2;
+    settle(&mut w, &mut names);
+    let s = app_status(&w);
+    assert_eq!(s.rollout.phase, RolloutPhase::Failed, "{s:?}");
+    assert!(
+        s.rollout.message.contains("no progress for 600 s"),
+        "{}",
+        s.rollout.message
+    );
+    assert_eq!(endpoints(&w).len(), 2, "the old instances keep serving");
 }

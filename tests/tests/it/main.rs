@@ -1,3 +1,4 @@
 //! End-to-end tests: the `berth` binary as a real process, over real sockets.
 
 mod dev;
+mod rollout;
