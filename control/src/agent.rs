@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub grace: Duration,
     /// The cluster DNS zone.
     pub zone: String,
+    /// Time between heartbeats (the server's node lease should be a few of them).
+    pub heartbeat: Duration,
 }
 
 /// The data plane the agent feeds.
@@ -90,7 +92,7 @@ async fn register(client: &Client, cfg: &AgentConfig, shutdown: &CancellationTok
         let attempt = async {
             client.put(&node).await?;
             client
-                .put_status(Kind::Node, "", &cfg.node, &NodeStatus { ready: true })
+                .put_status(Kind::Node, "", &cfg.node, &ready_status(true))
                 .await
         };
         match attempt.await {
@@ -108,6 +110,31 @@ async fn register(client: &Client, cfg: &AgentConfig, shutdown: &CancellationTok
     }
 }
 
+fn ready_status(ready: bool) -> NodeStatus {
+    NodeStatus {
+        ready,
+        message: (!ready).then(|| "agent stopped".to_owned()),
+        ..NodeStatus::default()
+    }
+}
+
+/// Reports the node ready every `every` until `shutdown`: the server's node lease expires when
+/// these stop.
+async fn heartbeat(client: Client, node: String, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = client
+            .put_status(Kind::Node, "", &node, &ready_status(true))
+            .await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "heartbeat failed");
+        }
+    }
+}
+
 /// Runs the agent until `shutdown`; then stops every instance and marks the node not ready.
 pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken) -> Result<()> {
     let client = Client::new(&cfg.server)?;
@@ -115,6 +142,12 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
     tracing::info!(node = %cfg.node, server = %cfg.server, "node registered");
 
     let watches = shutdown.child_token();
+    tokio::spawn(heartbeat(
+        client.clone(),
+        cfg.node.clone(),
+        cfg.heartbeat,
+        watches.clone(),
+    ));
     let instances = informer(client.clone(), Kind::Instance, watches.clone());
     let services = informer(client.clone(), Kind::Service, watches.clone());
     let endpoints = informer(client.clone(), Kind::Endpoints, watches.clone());
@@ -168,7 +201,7 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
     watches.cancel();
     let _ = feeder.await;
     let _ = client
-        .put_status(Kind::Node, "", &cfg.node, &NodeStatus { ready: false })
+        .put_status(Kind::Node, "", &cfg.node, &ready_status(false))
         .await;
     Ok(())
 }

@@ -76,6 +76,12 @@ pub enum Command {
         /// API address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
+        /// Seconds without a heartbeat before a node is marked not ready.
+        #[arg(long, default_value_t = 10)]
+        node_lease_seconds: u64,
+        /// Seconds a node stays not ready before its instances are replaced elsewhere.
+        #[arg(long, default_value_t = 30)]
+        node_eviction_seconds: u64,
     },
     /// Run the agent of one node (the server address comes from --server).
     Agent {
@@ -100,6 +106,9 @@ pub enum Command {
         /// Seconds a stopping instance keeps serving after it left endpoints.
         #[arg(long, default_value_t = 2)]
         drain_seconds: u64,
+        /// Seconds between heartbeats to the server.
+        #[arg(long, default_value_t = 2)]
+        heartbeat_seconds: u64,
     },
     /// Create or update the objects of a manifest file or directory.
     Apply {
@@ -217,7 +226,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
-        Command::Server { data_dir, listen } => crate::dev::server(data_dir, listen).await,
+        Command::Server {
+            data_dir,
+            listen,
+            node_lease_seconds,
+            node_eviction_seconds,
+        } => {
+            let policy = crate::controller::NodePolicy {
+                lease_seconds: node_lease_seconds,
+                eviction_seconds: node_eviction_seconds,
+            };
+            crate::dev::server(data_dir, listen, policy).await
+        }
         Command::Agent {
             node,
             address,
@@ -226,6 +246,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             dns,
             zone,
             drain_seconds,
+            heartbeat_seconds,
         } => {
             crate::dev::agent(AgentOptions {
                 agent: AgentConfig {
@@ -237,6 +258,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     drain: Duration::from_secs(drain_seconds),
                     grace: Duration::from_secs(10),
                     zone,
+                    heartbeat: Duration::from_secs(heartbeat_seconds.max(1)),
                 },
                 ingress,
                 dns,

@@ -9,10 +9,12 @@
 
 mod deploy;
 mod endpoints;
+mod nodes;
 mod schedule;
 
 pub use deploy::reconcile_apps;
 pub use endpoints::reconcile_endpoints;
+pub use nodes::{NodePolicy, node_ready, reconcile_nodes};
 pub use schedule::reconcile_scheduling;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +32,8 @@ pub struct World {
     dirty: BTreeSet<String>,
     /// The time of this pass, seconds since the Unix epoch: the reconcilers read no clock.
     pub now: u64,
+    /// When nodes count as lost.
+    pub node_policy: NodePolicy,
 }
 
 impl World {
@@ -39,6 +43,7 @@ impl World {
             objects: objects.into_iter().map(|o| (o.key(), o)).collect(),
             dirty: BTreeSet::new(),
             now: 0,
+            node_policy: NodePolicy::default(),
         }
     }
 
@@ -87,6 +92,7 @@ impl World {
 
 /// Runs every reconciler once over `world`. `new_name` makes instance names for an app.
 pub fn reconcile(world: &mut World, new_name: &mut dyn FnMut(&str) -> String) {
+    reconcile_nodes(world);
     reconcile_apps(world, new_name);
     reconcile_scheduling(world);
     reconcile_endpoints(world);
@@ -103,7 +109,7 @@ pub fn random_name(app: &str) -> String {
 }
 
 /// One reconcile pass against the store; returns how many objects it wrote.
-pub fn pass(store: &Store) -> Result<usize, StoreError> {
+pub fn pass(store: &Store, node_policy: NodePolicy) -> Result<usize, StoreError> {
     let mut objects = Vec::new();
     for kind in [
         Kind::App,
@@ -122,6 +128,7 @@ pub fn pass(store: &Store) -> Result<usize, StoreError> {
     world.now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    world.node_policy = node_policy;
     reconcile(&mut world, &mut random_name);
     store.transaction(|tx| {
         let mut written = 0;
@@ -144,10 +151,10 @@ pub fn pass(store: &Store) -> Result<usize, StoreError> {
 
 /// Runs reconcile passes whenever the store changes (and every few seconds regardless) until
 /// `shutdown`.
-pub async fn run(store: Store, shutdown: CancellationToken) {
+pub async fn run(store: Store, node_policy: NodePolicy, shutdown: CancellationToken) {
     let mut watcher = None;
     loop {
-        match pass(&store) {
+        match pass(&store, node_policy) {
             Ok(n) if n > 0 => tracing::debug!(written = n, "reconciled"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reconcile pass failed"),

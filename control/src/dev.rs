@@ -109,12 +109,13 @@ async fn start_data_plane(
 async fn start_server(
     store: Store,
     listen: SocketAddr,
+    node_policy: controller::NodePolicy,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr> {
     let listener = bind_tcp(listen, "API", "--api").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(server::run(store.clone(), listener, shutdown.clone()));
-    tokio::spawn(controller::run(store, shutdown.clone()));
+    tokio::spawn(controller::run(store, node_policy, shutdown.clone()));
     Ok(addr)
 }
 
@@ -138,7 +139,7 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
     let store = Store::open(&data_dir.join("store"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let servers = CancellationToken::new();
-    let api = start_server(store, opts.api, &servers).await?;
+    let api = start_server(store, opts.api, controller::NodePolicy::default(), &servers).await?;
     let (plane, ingress, dns) =
         start_data_plane(opts.ingress, opts.dns, &opts.zone, &servers).await?;
     let agent_stop = CancellationToken::new();
@@ -151,6 +152,7 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
         drain: Duration::from_secs(1),
         grace: Duration::from_secs(5),
         zone: opts.zone.clone(),
+        heartbeat: Duration::from_secs(2),
     };
     let agent = tokio::spawn(agent::run(agent_cfg, plane, agent_stop.clone()));
 
@@ -217,11 +219,15 @@ fn outcome(o: crate::store::Outcome) -> &'static str {
 }
 
 /// `berth server`: API server, store and controllers.
-pub async fn server(data_dir: PathBuf, listen: SocketAddr) -> Result<()> {
+pub async fn server(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    node_policy: controller::NodePolicy,
+) -> Result<()> {
     let store = Store::open(&data_dir.join("store"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
-    let api = start_server(store, listen, &shutdown).await?;
+    let api = start_server(store, listen, node_policy, &shutdown).await?;
     println!(
         "berth server: API on http://{api}, data in {}",
         data_dir.display()

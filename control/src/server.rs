@@ -92,6 +92,12 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Serves the API on `listener` until `shutdown`.
 pub async fn run(store: Store, listener: TcpListener, shutdown: CancellationToken) {
     let stop = shutdown.clone();
@@ -383,10 +389,18 @@ async fn put_status(
             }),
             Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("status: {e}")),
         },
-        Kind::Node => match serde_json::from_value(value) {
-            Ok(status) => store.modify(kind, ns, name, |o| match o {
-                Object::Node(n) if n.status != status => {
-                    n.status = status;
+        Kind::Node => match serde_json::from_value::<crate::api::NodeStatus>(value) {
+            // The agent says whether it is ready; the time is the server's, so that leases do
+            // not depend on the nodes' clocks.
+            Ok(reported) => store.modify(kind, ns, name, |o| match o {
+                Object::Node(n) => {
+                    let now = now_secs();
+                    if n.status.ready != reported.ready {
+                        n.status.since = now;
+                    }
+                    n.status.ready = reported.ready;
+                    n.status.heartbeat_at = now;
+                    n.status.message = reported.message;
                     true
                 }
                 _ => false,
@@ -578,7 +592,7 @@ fn watch(
                 }
             };
             for e in events.iter().filter(|e| matches(&e.object)) {
-                if tx.send(line(&event_line(e))).await.is_err() {
+                if tx.send(e.encoded(|e| line(&event_line(e)))).await.is_err() {
                     return;
                 }
             }

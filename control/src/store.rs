@@ -305,22 +305,14 @@ impl Store {
                         } else {
                             EventType::Added
                         };
-                        events.push(Event {
-                            revision,
-                            kind,
-                            object: Arc::new(obj),
-                        });
+                        events.push(Event::new(revision, kind, Arc::new(obj)));
                     }
                     (None, Some(old)) => {
                         revision += 1;
                         table.remove(k.as_str())?;
                         let mut obj = (*old).clone();
                         obj.meta_mut().revision = revision;
-                        events.push(Event {
-                            revision,
-                            kind: EventType::Deleted,
-                            object: Arc::new(obj),
-                        });
+                        events.push(Event::new(revision, EventType::Deleted, Arc::new(obj)));
                     }
                     (None, None) => {}
                 }

@@ -51,6 +51,144 @@ pub const EPHEMERAL_PORTS: [&str; 6] = [
     "127.0.0.1:0",
 ];
 
+/// A running `berth server`, killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    /// Its API address.
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `berth server` on a free loopback port with its store in `data_dir`.
+    pub fn start(data_dir: &std::path::Path) -> Result<Server> {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `berth server` with extra arguments.
+    pub fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Result<Server> {
+        let mut child = Command::new(berth_bin())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("BERTH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting berth server")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split([',', ' ']).next())
+            .and_then(|a| a.parse().ok());
+        match addr {
+            Some(addr) => Ok(Server { child, addr }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("berth server printed {line:?}, not its address")
+            }
+        }
+    }
+
+    /// Kills it with SIGKILL, as a crash or an OOM kill would, and reaps it.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `berth agent` in unprivileged host-port mode on loopback, killed when dropped.
+pub struct Agent {
+    child: Child,
+    /// Its node's ingress proxy.
+    pub ingress: SocketAddr,
+    /// Its node's DNS server.
+    pub dns: SocketAddr,
+    _data_dir: tempfile_dir::TempDir,
+}
+
+impl Agent {
+    /// Starts `berth agent --node <node>` against `server`, with every listener on a free port.
+    pub fn start(server: SocketAddr, node: &str, extra: &[&str]) -> Result<Agent> {
+        let data_dir = tempfile_dir::TempDir::new(&format!("berth-agent-{node}"))?;
+        let mut child = Command::new(berth_bin())
+            .args([
+                "--server",
+                &format!("http://{server}"),
+                "agent",
+                "--node",
+                node,
+            ])
+            .args([
+                "--ingress",
+                "127.0.0.1:0",
+                "--dns",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
+            .args(extra)
+            .env("BERTH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting berth agent")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let ingress = line
+            .split("ingress http://")
+            .nth(1)
+            .and_then(|r| r.split([',', ' ']).next())
+            .and_then(|a| a.parse().ok());
+        let dns = line
+            .split("dns ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        match (ingress, dns) {
+            (Some(ingress), Some(dns)) => Ok(Agent {
+                child,
+                ingress,
+                dns,
+                _data_dir: data_dir,
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("berth agent printed {line:?}, not its addresses")
+            }
+        }
+    }
+
+    /// Kills the agent with SIGKILL, as a crashed machine would; its instances die with it.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `berth dev`, stopped (SIGINT, then SIGKILL) when dropped.
 pub struct Dev {
     child: Child,
@@ -212,12 +350,29 @@ impl Drop for Dev {
 
 /// A plain HTTP/1.1 GET with `Connection: close`; returns the status and the body.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String)> {
+    http(addr, "GET", host, path, None)
+}
+
+/// A plain HTTP/1.1 request with `Connection: close` and an optional JSON body; returns the
+/// status and the body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    match body {
+        Some(b) => write!(
+            s,
+            "{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )?,
+        None => write!(s, "{head}\r\n")?,
+    }
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw

@@ -428,13 +428,22 @@ pub struct NodeSpec {
     pub unschedulable: bool,
 }
 
-/// A node's reported condition.
+/// A node's condition: its agent's heartbeats, judged by the node controller.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeStatus {
-    /// The agent is running and reporting.
+    /// The agent is running and its heartbeats arrive.
     #[serde(default)]
     pub ready: bool,
+    /// The last heartbeat, by the API server's clock, seconds since the Unix epoch.
+    #[serde(default)]
+    pub heartbeat_at: u64,
+    /// When `ready` last changed, by the API server's clock.
+    #[serde(default)]
+    pub since: u64,
+    /// Why it is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ pub fn reconcile_endpoints(world: &mut World) {
                     && i.spec.app == svc.spec.app
                     && !i.spec.stop
                     && i.status.state == InstanceState::Ready
+                    // A node that stopped reporting may be gone with its instances.
+                    && i.spec.node.as_deref().is_some_and(|n| super::node_ready(world, n))
             })
             .filter_map(|i| {
                 let ports = svc

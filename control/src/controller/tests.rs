@@ -43,7 +43,12 @@ fn node(name: &str) -> Object {
             max_instances: 110,
             unschedulable: false,
         },
-        status: NodeStatus { ready: true },
+        status: NodeStatus {
+            ready: true,
+            heartbeat_at: 0,
+            since: 0,
+            message: None,
+        },
     })
 }
 
@@ -208,20 +213,28 @@ fn store_pass_skips_objects_changed_since_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.apply(vec![app(2)]).unwrap();
+    let mut n1 = node("n1");
+    if let Object::Node(n) = &mut n1 {
+        // A live agent: heartbeats by the server's clock.
+        n.status.heartbeat_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+    }
     store
         .transaction(|tx| {
-            tx.put(node("n1"));
+            tx.put(n1);
             Ok(())
         })
         .unwrap();
-    while pass(&store).unwrap() > 0 {}
+    while pass(&store, NodePolicy::default()).unwrap() > 0 {}
     let (inst, _) = store.list(Kind::Instance, Some("default"));
     assert_eq!(inst.len(), 2);
     assert!(
         inst.iter()
             .all(|o| matches!(&**o, Object::Instance(i) if i.spec.node.is_some()))
     );
-    assert_eq!(pass(&store).unwrap(), 0, "converged");
+    assert_eq!(pass(&store, NodePolicy::default()).unwrap(), 0, "converged");
 }
 
 /// What `berth apply` does: the new spec, the stored status kept.
@@ -358,17 +371,20 @@ fn rollout_without_progress_fails_after_the_deadline() {
     let mut names = names();
     let mut w = World::new([app(2), node("n1"), service()]);
     w.now = 1_000;
+    heartbeat(&mut w, "n1");
     let mut port = 31000;
     settle(&mut w, &mut names);
     agent_step(&mut w, &mut port);
     settle(&mut w, &mut names);
     apply(&mut w, with_args(app(2), &["broken"]));
     settle(&mut w, &mut names);
-    // The new instance never turns ready.
+    // The new instance never turns ready; the node stays alive.
     w.now += 599;
+    heartbeat(&mut w, "n1");
     settle(&mut w, &mut names);
     assert_eq!(app_status(&w).rollout.phase, RolloutPhase::Progressing);
     w.now += 2;
+    heartbeat(&mut w, "n1");
     settle(&mut w, &mut names);
     let s = app_status(&w);
     assert_eq!(s.rollout.phase, RolloutPhase::Failed, "{s:?}");
@@ -378,4 +394,63 @@ fn rollout_without_progress_fails_after_the_deadline() {
         s.rollout.message
     );
     assert_eq!(endpoints(&w).len(), 2, "the old instances keep serving");
+}
+
+fn heartbeat(w: &mut World, node: &str) {
+    let now = w.now;
+    w.update(&format!("nodes//{node}"), |o| {
+        let Object::Node(n) = o else { return false };
+        n.status.heartbeat_at = now;
+        true
+    });
+}
+
+#[test]
+fn lost_node_leaves_endpoints_then_its_instances_move() {
+    let mut names = names();
+    let mut w = World::new([app(2), node("a"), service()]);
+    w.now = 1_000;
+    heartbeat(&mut w, "a");
+    let mut port = 31000;
+    settle(&mut w, &mut names);
+    agent_step(&mut w, &mut port);
+    settle(&mut w, &mut names);
+    assert_eq!(endpoints(&w).len(), 2);
+    w.put(node("b"));
+    heartbeat(&mut w, "b");
+
+    // Node a falls silent; b keeps beating.
+    for _ in 0..11 {
+        w.now += 1;
+        heartbeat(&mut w, "b");
+        settle(&mut w, &mut names);
+    }
+    let Some(Object::Node(a)) = w.get("nodes//a") else {
+        panic!()
+    };
+    assert!(!a.status.ready);
+    assert_eq!(a.status.message.as_deref(), Some("no heartbeat for 11 s"));
+    assert!(
+        endpoints(&w).is_empty(),
+        "instances on a lost node leave endpoints at once"
+    );
+    assert!(
+        instances(&w)
+            .iter()
+            .all(|i| i.spec.node.as_deref() == Some("a")),
+        "not moved yet"
+    );
+
+    // After the eviction grace they are replaced on b.
+    for _ in 0..31 {
+        w.now += 1;
+        heartbeat(&mut w, "b");
+        settle(&mut w, &mut names);
+        agent_step(&mut w, &mut port);
+    }
+    settle(&mut w, &mut names);
+    let inst = instances(&w);
+    assert_eq!(inst.len(), 2, "{inst:?}");
+    assert!(inst.iter().all(|i| i.spec.node.as_deref() == Some("b")));
+    assert_eq!(endpoints(&w).len(), 2);
 }

@@ -29,6 +29,27 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (before it, for deletions).
     pub object: Arc<Object>,
+    /// The event as a watch stream sends it, encoded once for every watcher.
+    #[serde(skip)]
+    encoded: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Event {
+    /// A new event.
+    pub fn new(revision: u64, kind: EventType, object: Arc<Object>) -> Self {
+        Event {
+            revision,
+            kind,
+            object,
+            encoded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The wire form of this event: `encode` runs for the first watcher only, and every other
+    /// watcher shares its bytes, so fan-out to many watchers costs one serialisation.
+    pub fn encoded(&self, encode: impl FnOnce(&Event) -> bytes::Bytes) -> bytes::Bytes {
+        self.encoded.get_or_init(|| encode(self)).clone()
+    }
 }
 
 /// A stream of every change after a revision.
