@@ -70,12 +70,18 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    // Authentication on, as in production: every request carries and checks a token.
+    let auth = std::sync::Arc::new(berth::auth::Auth::open(dir.path())?);
+    let admin = auth
+        .token_for(berth::auth::Role::Admin, None)
+        .context("admin token")?;
     tokio::spawn(berth::server::run(
         store.clone(),
+        auth,
         listener,
         shutdown.clone(),
     ));
-    let client = Client::new(&format!("http://{addr}"))?;
+    let client = Client::with_token(&format!("http://{addr}"), Some(&admin))?;
 
     // Creates and updates, one at a time, each acknowledged (durable) before the next.
     let mut create = Vec::with_capacity(samples);

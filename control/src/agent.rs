@@ -26,6 +26,8 @@ pub use runtime::Stop;
 pub struct AgentConfig {
     /// API server, e.g. `http://127.0.0.1:7070`.
     pub server: String,
+    /// The node's API token.
+    pub token: Option<String>,
     /// Node name.
     pub node: String,
     /// The node's address; instances listen on it in host-port mode.
@@ -137,7 +139,7 @@ async fn heartbeat(client: Client, node: String, every: Duration, shutdown: Canc
 
 /// Runs the agent until `shutdown`; then stops every instance and marks the node not ready.
 pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken) -> Result<()> {
-    let client = Client::new(&cfg.server)?;
+    let client = Client::with_token(&cfg.server, cfg.token.as_deref())?;
     register(&client, &cfg, &shutdown).await?;
     tracing::info!(node = %cfg.node, server = %cfg.server, "node registered");
 

@@ -17,14 +17,12 @@ use crate::manifest;
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about)]
 pub struct Cli {
-    /// API server address.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    pub server: String,
+    /// API server address (default: the config file's, else http://127.0.0.1:7070).
+    #[arg(long, global = true, env = "BERTH_SERVER")]
+    pub server: Option<String>,
+    /// API token (default: the config file's; see `berth dev` and the server's tokens.yaml).
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -153,6 +151,12 @@ pub enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+    /// Manage API tokens (admin).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Follow, list or undo an app's rollouts.
     Rollout {
         /// What to do.
@@ -165,6 +169,35 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+}
+
+/// `berth token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it.
+    Create {
+        /// Its name (a DNS label).
+        name: String,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// For node tokens: the node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// Roles on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    /// Everything.
+    Admin,
+    /// Deploy.
+    Operator,
+    /// Read.
+    Viewer,
+    /// An agent.
+    Node,
 }
 
 /// `berth rollout ...`.
@@ -203,8 +236,22 @@ pub enum RolloutCommand {
     },
 }
 
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// A client for the server and token the flags, environment or config file name.
+fn client(server: &Option<String>, token: &Option<String>) -> Result<Client> {
+    let config = crate::clientconfig::load()?;
+    let server = server
+        .clone()
+        .or(config.server)
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    Client::with_token(&server, token.as_deref().or(config.token.as_deref()))
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let (server, token) = (cli.server.clone(), cli.token.clone());
+    let client = || client(&server, &token);
     match cli.command {
         Command::Dev {
             file,
@@ -248,9 +295,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             drain_seconds,
             heartbeat_seconds,
         } => {
+            let c = client()?;
             crate::dev::agent(AgentOptions {
                 agent: AgentConfig {
-                    server: cli.server,
+                    server: c.base().to_owned(),
+                    token: token.clone(),
                     node: node.unwrap_or_else(hostname),
                     address,
                     data_dir,
@@ -267,7 +316,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Apply { file } => {
             let objects = manifest::load(&file)?;
-            let client = Client::new(&cli.server)?;
+            let client = client()?;
             for a in client
                 .apply(&objects)
                 .await
@@ -289,7 +338,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             let kind: Kind = kind.parse()?;
-            let client = Client::new(&cli.server)?;
+            let client = client()?;
             let items = match &name {
                 Some(n) => match client.get(kind, &namespace, n).await? {
                     Some(o) => vec![o],
@@ -313,7 +362,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             namespace,
         } => {
             let kind: Kind = kind.parse()?;
-            let client = Client::new(&cli.server)?;
+            let client = client()?;
             match client.delete(kind, &namespace, &name).await? {
                 Some(_) => println!("{kind} {namespace}/{name} deleted"),
                 None => bail!("{kind} {namespace}/{name} not found"),
@@ -325,12 +374,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             replicas,
             namespace,
         } => {
-            let client = Client::new(&cli.server)?;
+            let client = client()?;
             client.scale(&namespace, &app, replicas).await?;
             println!("App {namespace}/{app} scaled to {replicas}");
             Ok(())
         }
-        Command::Rollout { command } => rollout(&Client::new(&cli.server)?, command).await,
+        Command::Token {
+            command: TokenCommand::Create { name, role, node },
+        } => {
+            let role = match role {
+                RoleArg::Admin => crate::auth::Role::Admin,
+                RoleArg::Operator => crate::auth::Role::Operator,
+                RoleArg::Viewer => crate::auth::Role::Viewer,
+                RoleArg::Node => crate::auth::Role::Node,
+            };
+            println!(
+                "{}",
+                client()?.create_token(&name, role, node.as_deref()).await?
+            );
+            Ok(())
+        }
+        Command::Rollout { command } => rollout(&client()?, command).await,
         Command::HelloServer { listen } => {
             crate::hello::run(crate::hello::listen_addr(listen)?).await
         }
@@ -355,7 +419,7 @@ fn age(created_at: u64) -> String {
 pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
     let header: &[&str] = match kind {
         Kind::Instance => &[
-            "NAME", "APP", "STATE", "NODE", "ADDRESS", "PORTS", "RESTARTS", "AGE",
+            "NAME", "APP", "REV", "STATE", "NODE", "ADDRESS", "PORTS", "RESTARTS", "AGE",
         ],
         Kind::App => &["NAME", "REPLICAS", "READY", "COMMAND", "AGE"],
         Kind::Service => &["NAME", "APP", "PORTS", "VIP", "AGE"],

@@ -27,6 +27,7 @@ const MAX_LINE: usize = 16 << 20;
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    token: Option<Arc<str>>,
     http: HyperClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -43,8 +44,13 @@ fn path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
 }
 
 impl Client {
-    /// A client of the server at `base`, e.g. `http://127.0.0.1:7070`.
+    /// A client of the server at `base`, e.g. `http://127.0.0.1:7070`, without a token.
     pub fn new(base: &str) -> Result<Client> {
+        Self::with_token(base, None)
+    }
+
+    /// A client that sends `token` as its bearer token.
+    pub fn with_token(base: &str, token: Option<&str>) -> Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") {
             bail!(
@@ -57,7 +63,11 @@ impl Client {
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            token: token.map(Arc::from),
+            http,
+        })
     }
 
     /// The server address.
@@ -75,6 +85,9 @@ impl Client {
         let mut req = hyper::Request::builder().method(method.clone()).uri(&uri);
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         self.http
@@ -194,6 +207,27 @@ impl Client {
             )?),
         )
         .await
+    }
+
+    /// Creates an API token (admin only); returns the secret.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: crate::auth::Role,
+        node: Option<&str>,
+    ) -> Result<String> {
+        let body = serde_json::json!({"name": name, "role": role, "node": node});
+        let v: serde_json::Value = self
+            .call(
+                Method::POST,
+                "/api/v1/tokens",
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no token in the answer")
     }
 
     /// Rolls an app back to a kept revision (0: the one before the current).

@@ -8,7 +8,10 @@ use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::agent::{self, AgentConfig, DataPlane};
+use crate::auth::{Auth, Role};
 use crate::client::Client;
 use crate::store::Store;
 use crate::{controller, manifest, server, signals};
@@ -108,13 +111,14 @@ async fn start_data_plane(
 /// Starts the API server and the controllers; returns the bound address.
 async fn start_server(
     store: Store,
+    auth: Arc<Auth>,
     listen: SocketAddr,
     node_policy: controller::NodePolicy,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr> {
     let listener = bind_tcp(listen, "API", "--api").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(server::run(store.clone(), listener, shutdown.clone()));
+    tokio::spawn(server::run(store.clone(), auth, listener, shutdown.clone()));
     tokio::spawn(controller::run(store, node_policy, shutdown.clone()));
     Ok(addr)
 }
@@ -138,13 +142,29 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
     };
     let store = Store::open(&data_dir.join("store"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let auth = Arc::new(Auth::open(&data_dir)?);
+    let admin = auth
+        .token_for(Role::Admin, None)
+        .context("the token file has no admin token")?;
+    let node_token = match auth.token_for(Role::Node, Some(&opts.node)) {
+        Some(t) => t,
+        None => auth.create(&format!("node-{}", opts.node), Role::Node, Some(&opts.node))?,
+    };
     let servers = CancellationToken::new();
-    let api = start_server(store, opts.api, controller::NodePolicy::default(), &servers).await?;
+    let api = start_server(
+        store,
+        auth.clone(),
+        opts.api,
+        controller::NodePolicy::default(),
+        &servers,
+    )
+    .await?;
     let (plane, ingress, dns) =
         start_data_plane(opts.ingress, opts.dns, &opts.zone, &servers).await?;
     let agent_stop = CancellationToken::new();
     let agent_cfg = AgentConfig {
         server: format!("http://{api}"),
+        token: Some(node_token),
         node: opts.node.clone(),
         address: IpAddr::from([127, 0, 0, 1]),
         data_dir: data_dir.clone(),
@@ -164,8 +184,27 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
     println!("  ingress  http://{ingress}");
     println!("  dns      {dns} (udp and tcp), zone {}", opts.zone);
     println!("  data     {}", data_dir.display());
+    let cli_config = crate::clientconfig::ClientConfig {
+        server: Some(format!("http://{api}")),
+        token: Some(admin.clone()),
+    };
+    match crate::clientconfig::path() {
+        Some(p) => match crate::clientconfig::write_for_dev(&p, &cli_config) {
+            Ok(true) => println!(
+                "  cli      {} (server and admin token for berth)",
+                p.display()
+            ),
+            Ok(false) => println!(
+                "  cli      {} holds other settings: pass --server http://{api} and the admin token from {}",
+                p.display(),
+                auth.path().display()
+            ),
+            Err(e) => println!("  cli      cannot write its config: {e:#}"),
+        },
+        None => println!("  cli      admin token in {}", auth.path().display()),
+    }
     if !objects.is_empty() {
-        let client = Client::new(&format!("http://{api}"))?;
+        let client = Client::with_token(&format!("http://{api}"), Some(&admin))?;
         for a in client.apply(&objects).await? {
             println!("  applied  {} {}", a.object, outcome(a.outcome));
         }
@@ -178,7 +217,7 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
         dns.port(),
         opts.zone
     );
-    println!("  berth --server http://{api} get instances");
+    println!("  berth get instances");
     println!("Ctrl-C stops everything.");
 
     let mut agent = agent;
@@ -226,11 +265,13 @@ pub async fn server(
 ) -> Result<()> {
     let store = Store::open(&data_dir.join("store"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let auth = Arc::new(Auth::open(&data_dir)?);
     let shutdown = CancellationToken::new();
-    let api = start_server(store, listen, node_policy, &shutdown).await?;
+    let api = start_server(store, auth.clone(), listen, node_policy, &shutdown).await?;
     println!(
-        "berth server: API on http://{api}, data in {}",
-        data_dir.display()
+        "berth server: API on http://{api}, data in {}, tokens in {}",
+        data_dir.display(),
+        auth.path().display()
     );
     signals::terminated().await;
     shutdown.cancel();

@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod clientconfig;
 pub mod controller;
 pub mod dev;
 pub mod hello;

@@ -22,7 +22,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::api::{Kind, Object, user_kind};
+use crate::auth::{Auth, Identity, Role};
 use crate::http_util::{Body, respond, serve};
 use crate::manifest::check_object;
 use crate::store::{Event, Outcome, Store, StoreError};
@@ -98,15 +101,22 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Serves the API on `listener` until `shutdown`.
-pub async fn run(store: Store, listener: TcpListener, shutdown: CancellationToken) {
+/// Serves the API on `listener` until `shutdown`. Every request but `/healthz` needs a token
+/// from `auth`.
+pub async fn run(
+    store: Store,
+    auth: Arc<Auth>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
     let stop = shutdown.clone();
     serve(
         listener,
         move |req| {
             let store = store.clone();
             let stop = stop.clone();
-            async move { handle(store, req, stop).await }
+            let auth = auth.clone();
+            async move { handle(store, auth, req, stop).await }
         },
         shutdown,
         Duration::from_secs(2),
@@ -168,6 +178,96 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn forbidden(id: &Identity, method: &Method, path: &str, why: &str) -> Response<Body> {
+    let role = serde_json::to_value(id.role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "token {:?} (role {role}) may not {method} {path}: {why}",
+            id.name
+        ),
+    )
+}
+
+/// Whether `id` may do `method` on `target`; the reason when not.
+fn authorize(
+    store: &Store,
+    id: &Identity,
+    method: &Method,
+    target: &Target<'_>,
+) -> Result<(), String> {
+    if *method == Method::GET || id.role == Role::Admin {
+        return Ok(());
+    }
+    match (target.kind, target.sub) {
+        (k, None | Some("scale" | "rollback")) if user_kind(k) => {
+            if id.role == Role::Operator {
+                Ok(())
+            } else {
+                Err("only admin and operator tokens deploy".into())
+            }
+        }
+        (Kind::Node, None | Some("status")) if id.role == Role::Node => {
+            if *method == Method::PUT && target.name.is_some() && target.name == id.node.as_deref()
+            {
+                Ok(())
+            } else {
+                Err("a node token changes only its own node".into())
+            }
+        }
+        (Kind::Instance, Some("status")) if id.role == Role::Node => {
+            let here = target
+                .name
+                .and_then(|n| store.get(Kind::Instance, target.namespace.unwrap_or(""), n))
+                .is_some_and(|o| {
+                    matches!(&*o, Object::Instance(i) if i.spec.node.is_some() && i.spec.node == id.node)
+                });
+            if here {
+                Ok(())
+            } else {
+                Err("a node token reports only instances placed on its node".into())
+            }
+        }
+        _ => Err("only admin tokens do this".into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+async fn create_token(auth: &Auth, req: Request<Incoming>) -> Response<Body> {
+    let t: NewToken = match body_json(req).await.map(serde_json::from_value) {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("token: {e}")),
+        Err(r) => return r,
+    };
+    if !crate::api::is_dns_label(&t.name) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("name: {:?} must be a DNS label", t.name),
+        );
+    }
+    match auth.create(&t.name, t.role, t.node.as_deref()) {
+        Ok(token) => {
+            tracing::info!(name = %t.name, role = ?t.role, "token created");
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"name": t.name, "token": token}),
+            )
+        }
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
+    }
+}
+
 /// Where a request points, once the path is parsed.
 struct Target<'a> {
     kind: Kind,
@@ -206,6 +306,7 @@ fn parse_path(path: &str) -> Result<Target<'_>, String> {
 
 async fn handle(
     store: Store,
+    auth: Arc<Auth>,
     req: Request<Incoming>,
     shutdown: CancellationToken,
 ) -> Response<Body> {
@@ -214,16 +315,44 @@ async fn handle(
     if path == "/healthz" {
         return respond(StatusCode::OK, "text/plain", "ok\n");
     }
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let id = match auth.authenticate(header) {
+        Ok(id) => id,
+        Err(why) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, why);
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    };
     if path == "/api/v1/apply" {
         return match method {
-            Method::POST => apply(&store, req).await,
+            Method::POST if matches!(id.role, Role::Admin | Role::Operator) => {
+                apply(&store, req).await
+            }
+            Method::POST => forbidden(&id, &method, &path, "only admin and operator tokens deploy"),
             _ => error(StatusCode::METHOD_NOT_ALLOWED, "apply takes POST"),
+        };
+    }
+    if path == "/api/v1/tokens" {
+        return match method {
+            Method::POST if id.role == Role::Admin => create_token(&auth, req).await,
+            Method::POST => forbidden(&id, &method, &path, "only admin tokens manage tokens"),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "tokens takes POST"),
         };
     }
     let target = match parse_path(&path) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
+    if let Err(why) = authorize(&store, &id, &method, &target) {
+        return forbidden(&id, &method, &path, &why);
+    }
     let ns = target.namespace.unwrap_or("");
     match (method, target.name, target.sub) {
         (Method::GET, None, None) => {
@@ -348,6 +477,11 @@ async fn put_object(
             format!("{} are managed by berth", kind.plural()),
         );
     };
+    let mut obj = obj;
+    if !kind.namespaced() {
+        // Cluster-scoped: the namespace a manifest defaulted means nothing here.
+        obj.meta_mut().namespace.clear();
+    }
     let m = obj.meta();
     if m.name != name || (kind.namespaced() && m.namespace != ns) {
         return error(

@@ -9,6 +9,7 @@ fn berth(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
         .env("BERTH_SERVER", "http://127.0.0.1:9")
+        .env("BERTH_CONFIG", "/nonexistent/berth-config.yaml")
         .output()
         .expect("run berth");
     (

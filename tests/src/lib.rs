@@ -56,6 +56,8 @@ pub struct Server {
     child: Child,
     /// Its API address.
     pub addr: SocketAddr,
+    /// The admin token it created on first start.
+    pub admin: String,
 }
 
 impl Server {
@@ -85,13 +87,30 @@ impl Server {
             .and_then(|r| r.split([',', ' ']).next())
             .and_then(|a| a.parse().ok());
         match addr {
-            Some(addr) => Ok(Server { child, addr }),
+            Some(addr) => {
+                let admin = admin_token(data_dir)?;
+                Ok(Server { child, addr, admin })
+            }
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!("berth server printed {line:?}, not its address")
             }
         }
+    }
+
+    /// An API request with the admin token.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        http_with_token(self.addr, method, "berth", path, body, Some(&self.admin))
+    }
+
+    /// Creates a token with a role (and node) and returns it.
+    pub fn token(&self, name: &str, role: &str, node: Option<&str>) -> Result<String> {
+        let body = serde_json::json!({"name": name, "role": role, "node": node}).to_string();
+        let (status, answer) = self.api("POST", "/api/v1/tokens", Some(&body))?;
+        anyhow::ensure!(status == 200, "creating token {name}: {status} {answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer)?;
+        v["token"].as_str().map(str::to_owned).context("no token")
     }
 
     /// Kills it with SIGKILL, as a crash or an OOM kill would, and reaps it.
@@ -109,6 +128,18 @@ impl Drop for Server {
     }
 }
 
+/// The admin token in a server data directory's tokens.yaml.
+pub fn admin_token(data_dir: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(data_dir.join("tokens.yaml"))?;
+    let v: serde_json::Value = serde_yaml_ng::from_str(&text)?;
+    v["tokens"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["role"] == "admin"))
+        .and_then(|e| e["token"].as_str())
+        .map(str::to_owned)
+        .context("no admin token in tokens.yaml")
+}
+
 /// A running `berth agent` in unprivileged host-port mode on loopback, killed when dropped.
 pub struct Agent {
     child: Child,
@@ -120,10 +151,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `berth agent --node <node>` against `server`, with every listener on a free port.
-    pub fn start(server: SocketAddr, node: &str, extra: &[&str]) -> Result<Agent> {
+    /// Starts `berth agent --node <node>` against `server` with a node token, with every
+    /// listener on a free port.
+    pub fn start(server: SocketAddr, token: &str, node: &str, extra: &[&str]) -> Result<Agent> {
         let data_dir = tempfile_dir::TempDir::new(&format!("berth-agent-{node}"))?;
         let mut child = Command::new(berth_bin())
+            .env("BERTH_TOKEN", token)
+            .env("BERTH_CONFIG", data_dir.path().join("no-config.yaml"))
             .args([
                 "--server",
                 &format!("http://{server}"),
@@ -253,6 +287,7 @@ impl Dev {
             .args(extra)
             .current_dir(repo_root())
             .env("BERTH_LOG", "info")
+            .env("BERTH_CONFIG", data_dir.path().join("cli.yaml"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -305,12 +340,11 @@ impl Dev {
         })
     }
 
-    /// Runs `berth --server <api> <args>`.
+    /// Runs `berth <args>` with the config file `berth dev` wrote (server and admin token).
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
         Command::new(berth_bin())
-            .arg("--server")
-            .arg(&self.api)
             .args(args)
+            .env("BERTH_CONFIG", self.data_dir.path().join("cli.yaml"))
             .current_dir(repo_root())
             .output()
             .context("running berth")
@@ -362,9 +396,24 @@ pub fn http(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String)> {
+    http_with_token(addr, method, host, path, body, None)
+}
+
+/// [`http`] with a bearer token.
+pub fn http_with_token(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     match body {
         Some(b) => write!(
             s,

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use berth_tests::{Agent, Server, http, http_get, tempfile_dir::TempDir, wait_for};
+use berth_tests::{Agent, Server, http_get, tempfile_dir::TempDir, wait_for};
 
 /// Instance name -> node, of ready instances, from the API.
 fn ready_by_node(server: &Server) -> Result<Vec<(String, String)>> {
-    let (status, body) = http(server.addr, "GET", "berth", "/api/v1/instances", None)?;
+    let (status, body) = server.api("GET", "/api/v1/instances", None)?;
     anyhow::ensure!(status == 200, "{status} {body}");
     let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(v["items"]
@@ -31,17 +31,28 @@ fn instances_of_a_lost_node_move_to_the_others() -> Result<()> {
         dir.path(),
         &["--node-lease-seconds", "2", "--node-eviction-seconds", "2"],
     )?;
-    let mut a = Agent::start(server.addr, "node-a", &["--heartbeat-seconds", "1"])?;
-    let b = Agent::start(server.addr, "node-b", &["--heartbeat-seconds", "1"])?;
+    let ta = server.token("node-a", "node", Some("node-a"))?;
+    let tb = server.token("node-b", "node", Some("node-b"))?;
+    let mut a = Agent::start(server.addr, &ta, "node-a", &["--heartbeat-seconds", "1"])?;
+    let b = Agent::start(server.addr, &tb, "node-b", &["--heartbeat-seconds", "1"])?;
+    // Both nodes registered before anything is placed, so that spreading has two to use.
+    wait_for(Duration::from_secs(30), "both nodes ready", || {
+        let (_, body) = server.api("GET", "/api/v1/nodes", None).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let ready = v["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"]["ready"] == true)
+            .count();
+        (ready == 2).then_some(())
+    })?;
     let manifest = std::fs::read_to_string(berth_tests::repo_root().join("examples/hello.yaml"))?;
     let objects: Vec<serde_json::Value> = manifest
         .split("\n---\n")
         .map(serde_yaml_ng::from_str)
         .collect::<Result<_, _>>()?;
-    let (status, body) = http(
-        server.addr,
+    let (status, body) = server.api(
         "POST",
-        "berth",
         "/api/v1/apply",
         Some(&serde_json::to_string(&objects)?),
     )?;
@@ -101,7 +112,7 @@ fn instances_of_a_lost_node_move_to_the_others() -> Result<()> {
         let (status, body) = http_get(b.ingress, "hello.localhost", "/")?;
         assert_eq!(status, 200, "{body}");
     }
-    let (_, body) = http(server.addr, "GET", "berth", "/api/v1/nodes/node-a", None)?;
+    let (_, body) = server.api("GET", "/api/v1/nodes/node-a", None)?;
     let node: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(node["status"]["ready"], false, "{node}");
     Ok(())

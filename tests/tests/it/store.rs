@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use berth_tests::{Server, http, tempfile_dir::TempDir};
+use berth_tests::{Server, http_with_token, tempfile_dir::TempDir};
 
 fn route(i: usize) -> String {
     format!(
@@ -18,6 +18,7 @@ fn every_acknowledged_write_survives_kill_9() -> Result<()> {
     let dir = TempDir::new("berth-kill9")?;
     let mut server = Server::start(dir.path())?;
     let addr = server.addr;
+    let admin = server.admin.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let writer_stop = stop.clone();
     // Up to 1,000 sequential writes, each acknowledged (200) before the next; the server is
@@ -28,7 +29,14 @@ fn every_acknowledged_write_survives_kill_9() -> Result<()> {
             if writer_stop.load(Ordering::Relaxed) {
                 break;
             }
-            match http(addr, "POST", "berth", "/api/v1/apply", Some(&route(i))) {
+            match http_with_token(
+                addr,
+                "POST",
+                "berth",
+                "/api/v1/apply",
+                Some(&route(i)),
+                Some(&admin),
+            ) {
                 Ok((200, _)) => acknowledged.push(i),
                 // The kill lands mid-request: that write was never acknowledged.
                 _ => break,
@@ -37,14 +45,14 @@ fn every_acknowledged_write_survives_kill_9() -> Result<()> {
         acknowledged
     });
     // Kill while writes are in flight: after the first 100 or so.
-    let listed = |addr| -> Result<usize> {
-        let (status, body) = http(addr, "GET", "berth", "/api/v1/routes", None)?;
+    let listed = |server: &Server| -> Result<usize> {
+        let (status, body) = server.api("GET", "/api/v1/routes", None)?;
         anyhow::ensure!(status == 200, "list: {status} {body}");
         let v: serde_json::Value = serde_json::from_str(&body)?;
         Ok(v["items"].as_array().context("items")?.len())
     };
     berth_tests::wait_for(Duration::from_secs(60), "100 writes", || {
-        (listed(addr).ok()? >= 100).then_some(())
+        (listed(&server).ok()? >= 100).then_some(())
     })?;
     server.kill9()?;
     stop.store(true, Ordering::Relaxed);
@@ -55,7 +63,7 @@ fn every_acknowledged_write_survives_kill_9() -> Result<()> {
     println!("{} writes acknowledged before kill -9", acknowledged.len());
 
     let server = Server::start(dir.path())?;
-    let (status, body) = http(server.addr, "GET", "berth", "/api/v1/routes", None)?;
+    let (status, body) = server.api("GET", "/api/v1/routes", None)?;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body)?;
     let names: std::collections::BTreeSet<String> = v["items"]
