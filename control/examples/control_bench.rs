@@ -78,6 +78,7 @@ async fn main() -> Result<()> {
     tokio::spawn(berth::server::run(
         store.clone(),
         auth,
+        std::sync::Arc::new(berth::events::EventLog::default()),
         listener,
         shutdown.clone(),
     ));

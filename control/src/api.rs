@@ -7,11 +7,13 @@
 mod meta;
 mod objects;
 mod quantity;
+mod selector;
 mod validate;
 
 pub use meta::{Kind, Metadata};
 pub use objects::*;
 pub use quantity::{parse_cpu, parse_memory};
+pub use selector::{Selector, SelectorError};
 pub use validate::{FieldError, MAX_REPLICAS, is_dns_label, user_kind, validate};
 
 use serde::{Deserialize, Serialize};

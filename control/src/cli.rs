@@ -129,6 +129,23 @@ pub enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
+        /// Only objects whose labels match: `app=hello,tier!=db,canary,!legacy`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// After the listing, print every change until interrupted.
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// What happened: instances scheduled, ready, failed; rollouts; nodes lost.
+    Events {
+        /// Keep printing events as they happen.
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// Print a shell completion script: `berth completion bash > /etc/bash_completion.d/berth`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Delete an object.
     Delete {
@@ -336,24 +353,88 @@ pub async fn run(cli: Cli) -> Result<()> {
             namespace,
             all_namespaces,
             output,
+            selector,
+            watch,
         } => {
             let kind: Kind = kind.parse()?;
             let client = client()?;
-            let items = match &name {
+            let ns = (!all_namespaces && kind.namespaced()).then_some(namespace.as_str());
+            let (items, revision) = match &name {
                 Some(n) => match client.get(kind, &namespace, n).await? {
-                    Some(o) => vec![o],
+                    Some(o) => {
+                        let rev = o.meta().revision;
+                        (vec![o], rev)
+                    }
                     None => bail!("{kind} {namespace}/{n} not found"),
                 },
                 None => {
-                    let ns = (!all_namespaces && kind.namespaced()).then_some(namespace.as_str());
-                    client.list(kind, ns).await?.items
+                    let list = client.list_selected(kind, ns, selector.as_deref()).await?;
+                    (list.items, list.revision)
                 }
             };
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
-                Output::Yaml => print!("{}", serde_yaml_ng::to_string(&items)?),
-                Output::Table => print!("{}", table(kind, &items, all_namespaces)),
+            print_objects(kind, &items, output, all_namespaces, true)?;
+            if watch {
+                let mut stream = client
+                    .watch_selected(kind, ns, selector.as_deref(), Some(revision))
+                    .await?;
+                while let Some(lines) = stream.next_batch().await? {
+                    for l in lines {
+                        use crate::server::WatchLine;
+                        let (mut object, gone) = match l {
+                            WatchLine::Added { object, .. }
+                            | WatchLine::Modified { object, .. } => (object, false),
+                            WatchLine::Deleted { object, .. } => (object, true),
+                            WatchLine::Bookmark { .. } => continue,
+                            WatchLine::Error { message, .. } => bail!("watch ended: {message}"),
+                        };
+                        if name.as_deref().is_some_and(|n| n != object.meta().name) {
+                            continue;
+                        }
+                        if gone {
+                            object.meta_mut().name.push_str(" (deleted)");
+                        }
+                        print_objects(kind, &[object], output, all_namespaces, false)?;
+                    }
+                }
             }
+            Ok(())
+        }
+        Command::Events { watch } => {
+            let client = client()?;
+            let print = |e: &crate::events::ClusterEvent| {
+                println!(
+                    "{:<8} {:<22} {:<40} {}",
+                    age(e.time),
+                    e.reason,
+                    e.object,
+                    e.message
+                );
+            };
+            println!("{:<8} {:<22} {:<40} MESSAGE", "AGE", "REASON", "OBJECT");
+            for e in client.events().await? {
+                print(&e);
+            }
+            if watch {
+                let mut body = client.event_stream().await?;
+                let mut buf = Vec::new();
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                    if let Ok(data) = frame?.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        match serde_json::from_slice::<crate::events::ClusterEvent>(&line) {
+                            Ok(e) => print(&e),
+                            Err(_) => print!("{}", String::from_utf8_lossy(&line)),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
             Ok(())
         }
         Command::Delete {
@@ -399,6 +480,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::hello::run(crate::hello::listen_addr(listen)?).await
         }
     }
+}
+
+fn print_objects(
+    kind: Kind,
+    items: &[Object],
+    output: Output,
+    namespaces: bool,
+    header: bool,
+) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(items)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(items)?),
+        Output::Table => {
+            let t = table(kind, items, namespaces);
+            let skip = usize::from(!header);
+            for line in t.lines().skip(skip) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn age(created_at: u64) -> String {

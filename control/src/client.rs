@@ -128,8 +128,22 @@ impl Client {
 
     /// Lists objects of a kind.
     pub async fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<List> {
-        self.call(Method::GET, &path(kind, namespace, None), None)
-            .await
+        self.list_selected(kind, namespace, None).await
+    }
+
+    /// Lists objects of a kind whose labels match a selector (`app=hello,tier!=db`).
+    pub async fn list_selected(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> Result<List> {
+        let mut p = path(kind, namespace, None);
+        if let Some(s) = selector {
+            p.push_str("?labelSelector=");
+            p.extend(form_urlencoded::byte_serialize(s.as_bytes()));
+        }
+        self.call(Method::GET, &p, None).await
     }
 
     /// One object, or `None`.
@@ -209,6 +223,24 @@ impl Client {
         .await
     }
 
+    /// The recent cluster events.
+    pub async fn events(&self) -> Result<Vec<crate::events::ClusterEvent>> {
+        self.call(Method::GET, "/api/v1/events", None).await
+    }
+
+    /// The live cluster events, as raw NDJSON lines.
+    pub async fn event_stream(&self) -> Result<Incoming> {
+        let resp = self
+            .send(Method::GET, "/api/v1/events?watch=1", None)
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            bail!("{}", api_error(status, &bytes));
+        }
+        Ok(resp.into_body())
+    }
+
     /// Creates an API token (admin only); returns the secret.
     pub async fn create_token(
         &self,
@@ -245,7 +277,22 @@ impl Client {
         namespace: Option<&str>,
         revision: Option<u64>,
     ) -> Result<WatchStream> {
+        self.watch_selected(kind, namespace, None, revision).await
+    }
+
+    /// [`Client::watch`] of the objects whose labels match a selector.
+    pub async fn watch_selected(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+        revision: Option<u64>,
+    ) -> Result<WatchStream> {
         let mut p = format!("{}?watch=1", path(kind, namespace, None));
+        if let Some(s) = selector {
+            p.push_str("&labelSelector=");
+            p.extend(form_urlencoded::byte_serialize(s.as_bytes()));
+        }
         if let Some(r) = revision {
             p.push_str(&format!("&revision={r}"));
         }

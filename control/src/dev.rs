@@ -118,7 +118,19 @@ async fn start_server(
 ) -> Result<SocketAddr> {
     let listener = bind_tcp(listen, "API", "--api").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(server::run(store.clone(), auth, listener, shutdown.clone()));
+    let events = Arc::new(crate::events::EventLog::default());
+    tokio::spawn(crate::events::run(
+        store.clone(),
+        events.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(server::run(
+        store.clone(),
+        auth,
+        events,
+        listener,
+        shutdown.clone(),
+    ));
     tokio::spawn(controller::run(store, node_policy, shutdown.clone()));
     Ok(addr)
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod clientconfig;
 pub mod controller;
 pub mod dev;
+pub mod events;
 pub mod hello;
 pub mod http_util;
 pub mod manifest;

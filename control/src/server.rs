@@ -10,7 +10,7 @@
 //! - `PUT /api/v1/namespaces/{ns}/apps/{name}/scale`: `{"replicas": N}`
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -24,11 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::api::{Kind, Object, user_kind};
+use crate::api::{Kind, Object, Selector, user_kind};
 use crate::auth::{Auth, Identity, Role};
+use crate::events::{ClusterEvent, EventLog};
 use crate::http_util::{Body, respond, serve};
 use crate::manifest::check_object;
 use crate::store::{Event, Outcome, Store, StoreError};
+
+mod metrics;
+
+use metrics::{ApiMetrics, RequestLabels};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 8 << 20;
@@ -106,17 +111,32 @@ fn now_secs() -> u64 {
 pub async fn run(
     store: Store,
     auth: Arc<Auth>,
+    events: Arc<EventLog>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) {
     let stop = shutdown.clone();
+    let metrics = Arc::new(ApiMetrics::new());
     serve(
         listener,
         move |req| {
             let store = store.clone();
             let stop = stop.clone();
             let auth = auth.clone();
-            async move { handle(store, auth, req, stop).await }
+            let metrics = metrics.clone();
+            let events = events.clone();
+            async move {
+                let started = Instant::now();
+                let method = req.method().to_string();
+                let resp = handle(store, auth, &metrics, &events, req, stop).await;
+                let code = resp.status().as_u16();
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels { method, code })
+                    .inc();
+                metrics.latency.observe(started.elapsed().as_secs_f64());
+                resp
+            }
         },
         shutdown,
         Duration::from_secs(2),
@@ -166,15 +186,8 @@ async fn body_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
 }
 
 fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (kv.to_owned(), String::new()),
-        })
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -307,6 +320,8 @@ fn parse_path(path: &str) -> Result<Target<'_>, String> {
 async fn handle(
     store: Store,
     auth: Arc<Auth>,
+    metrics: &ApiMetrics,
+    events: &EventLog,
     req: Request<Incoming>,
     shutdown: CancellationToken,
 ) -> Response<Body> {
@@ -330,6 +345,23 @@ async fn handle(
             return r;
         }
     };
+    if path == "/metrics" {
+        metrics.revision.set(store.revision());
+        return respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        );
+    }
+    if path == "/api/v1/events" {
+        if query(&req)
+            .get("watch")
+            .is_some_and(|v| v == "1" || v == "true")
+        {
+            return event_stream(events.subscribe(), shutdown);
+        }
+        return json(StatusCode::OK, &events.recent());
+    }
     if path == "/api/v1/apply" {
         return match method {
             Method::POST if matches!(id.role, Role::Admin | Role::Operator) => {
@@ -357,12 +389,31 @@ async fn handle(
     match (method, target.name, target.sub) {
         (Method::GET, None, None) => {
             let q = query(&req);
+            let selector: Selector = match q.get("labelSelector").map(|s| s.parse()).transpose() {
+                Ok(s) => s.unwrap_or_default(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
             if q.get("watch").is_some_and(|v| v == "1" || v == "true") {
-                let from = q.get("revision").and_then(|r| r.parse().ok());
-                watch(&store, target.kind, target.namespace, from, shutdown)
+                let from = match q.get("revision").map(|r| r.parse::<u64>()).transpose() {
+                    Ok(r) => r,
+                    Err(_) => return error(StatusCode::BAD_REQUEST, "revision must be a number"),
+                };
+                watch(
+                    &store,
+                    target.kind,
+                    target.namespace,
+                    selector,
+                    from,
+                    metrics.watches.clone(),
+                    shutdown,
+                )
             } else {
                 let (items, revision) = store.list(target.kind, target.namespace);
-                let items = items.iter().map(|o| (**o).clone()).collect();
+                let items = items
+                    .iter()
+                    .filter(|o| selector.matches(&o.meta().labels))
+                    .map(|o| (**o).clone())
+                    .collect();
                 json(StatusCode::OK, &List { revision, items })
             }
         }
@@ -660,19 +711,26 @@ fn event_line(e: &Event) -> WatchLine {
     }
 }
 
-/// Streams events of one kind (and namespace) as NDJSON. Without a revision it starts with the
-/// current objects as ADDED, as a Kubernetes watch without resourceVersion does.
+/// Streams events of one kind (and namespace, and labels) as NDJSON. Without a revision it
+/// starts with the current objects as ADDED, as a Kubernetes watch without resourceVersion does.
+/// The selector applies to each event's object as it is then.
 fn watch(
     store: &Store,
     kind: Kind,
     namespace: Option<&str>,
+    selector: Selector,
     from: Option<u64>,
+    open_watches: prometheus_client::metrics::gauge::Gauge,
     shutdown: CancellationToken,
 ) -> Response<Body> {
     let (initial, from) = match from {
         Some(rev) => (Vec::new(), rev),
         None => {
             let (items, rev) = store.list(kind, namespace);
+            let items: Vec<_> = items
+                .into_iter()
+                .filter(|o| selector.matches(&o.meta().labels))
+                .collect();
             (items, rev)
         }
     };
@@ -683,6 +741,15 @@ fn watch(
     let namespace = namespace.map(str::to_owned);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WATCH_BUFFER);
     tokio::spawn(async move {
+        // Counted while the stream lives, however it ends.
+        struct Open(prometheus_client::metrics::gauge::Gauge);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        open_watches.inc();
+        let _open = Open(open_watches);
         for o in initial {
             let l = WatchLine::Added {
                 revision: o.meta().revision,
@@ -697,6 +764,7 @@ fn watch(
                 && namespace
                     .as_deref()
                     .is_none_or(|ns| o.meta().namespace == ns)
+                && selector.matches(&o.meta().labels)
         };
         loop {
             let next = tokio::select! {
@@ -729,6 +797,49 @@ fn watch(
                 if tx.send(e.encoded(|e| line(&event_line(e)))).await.is_err() {
                     return;
                 }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    if let Ok(v) = "application/x-ndjson".parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Streams cluster events as NDJSON as they happen. A client too slow to keep up is told how
+/// many it missed, rather than holding the server's memory.
+fn event_stream(
+    mut live: tokio::sync::broadcast::Receiver<Arc<ClusterEvent>>,
+    shutdown: CancellationToken,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WATCH_BUFFER);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                e = live.recv() => e,
+            };
+            let bytes = match next {
+                Ok(e) => {
+                    let mut v = serde_json::to_vec(&*e).unwrap_or_default();
+                    v.push(b'\n');
+                    Bytes::from(v)
+                }
+                Err(RecvError::Lagged(n)) => Bytes::from(format!(
+                    "{{\"reason\":\"EventsMissed\",\"message\":\"this stream fell {n} events behind\"}}\n"
+                )),
+                Err(RecvError::Closed) => return,
+            };
+            if tx.send(bytes).await.is_err() {
+                return;
             }
         }
     });

@@ -3,5 +3,6 @@
 mod auth;
 mod dev;
 mod nodes;
+mod observe;
 mod rollout;
 mod store;
