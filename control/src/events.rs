@@ -260,6 +260,7 @@ mod tests {
                     resources: Default::default(),
                     ports: vec![],
                     readiness_probe: None,
+                    liveness_probe: None,
                 },
                 node: node.map(str::to_owned),
                 stop: false,

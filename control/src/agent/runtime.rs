@@ -101,10 +101,19 @@ impl Running {
     }
 }
 
-fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Running> {
+/// A command run the way an instance runs: its environment (ports, names, the template's
+/// variables, PATH with the berth binary first) and working directory. Used for the instance
+/// itself and for its exec probes.
+fn instance_command(
+    ctx: &Ctx,
+    inst: &Instance,
+    ports: &BTreeMap<String, u16>,
+    argv: &[String],
+) -> tokio::process::Command {
     let t: &Template = &inst.spec.template;
-    let mut cmd = tokio::process::Command::new(&t.command);
-    cmd.args(&t.args)
+    let program = argv.first().map_or("", String::as_str);
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(argv.iter().skip(1))
         .env_clear()
         .env("PATH", &ctx.path)
         .env("HOST", ctx.address.to_string())
@@ -128,6 +137,15 @@ fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Ru
     if let Some(dir) = &t.working_dir {
         cmd.current_dir(dir);
     }
+    cmd
+}
+
+fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Running> {
+    let t: &Template = &inst.spec.template;
+    let argv: Vec<String> = std::iter::once(t.command.clone())
+        .chain(t.args.iter().cloned())
+        .collect();
+    let mut cmd = instance_command(ctx, inst, ports, &argv);
     std::fs::create_dir_all(&ctx.log_dir)
         .with_context(|| format!("creating {}", ctx.log_dir.display()))?;
     let log_path = ctx.log_dir.join(format!(
@@ -317,26 +335,49 @@ async fn watch_running(
     running: &mut Running,
     stop: &mut watch::Receiver<Stop>,
 ) -> Option<String> {
-    let template = &rep.inst.spec.template;
-    let address = ctx.address;
-    let (check, timeout) = probe::check_for(template, address, &rep.status.ports);
-    let (period, threshold) = template
-        .readiness_probe
-        .as_ref()
-        .map(|p| {
+    let inst = rep.inst;
+    let template = &inst.spec.template;
+    let ports = rep.status.ports.clone();
+    let exec = |argv: &[String]| instance_command(ctx, inst, &ports, argv);
+    let (check, timeout) = probe::readiness(template, ctx.address, &ports, exec);
+    let probe_timing = |p: Option<&crate::api::Probe>| {
+        p.map_or((Duration::from_secs(5), 3, Duration::ZERO), |p| {
             (
                 Duration::from_secs(u64::from(p.period_seconds)),
                 p.failure_threshold,
+                Duration::from_secs(u64::from(p.initial_delay_seconds)),
             )
         })
-        .unwrap_or((Duration::from_secs(5), 3));
+    };
+    let (period, threshold, delay) = probe_timing(template.readiness_probe.as_ref());
+    let liveness = template.liveness_probe.as_ref().map(|p| {
+        (
+            probe::check_for(p, ctx.address, &ports, exec),
+            probe_timing(Some(p)),
+        )
+    });
     let mut ready = false;
     let mut failures = 0u32;
-    let mut next = tokio::time::Instant::now();
+    let mut live_failures = 0u32;
+    let started = tokio::time::Instant::now();
+    let mut next = started + delay;
+    let mut next_live = started
+        + liveness
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, (_, _, d))| *d);
     loop {
         let probe = async {
             tokio::time::sleep_until(next).await;
             probe::run(&check, timeout).await
+        };
+        let live_probe = async {
+            match &liveness {
+                Some(((check, timeout), _)) => {
+                    tokio::time::sleep_until(next_live).await;
+                    probe::run(check, *timeout).await
+                }
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             exit = running.wait() => {
@@ -369,6 +410,23 @@ async fn watch_running(
                     }
                 }
                 next = tokio::time::Instant::now() + if ready { period } else { FAST_PROBE };
+            }
+            ok = live_probe => {
+                let (_, (live_period, live_threshold, _)) = liveness.as_ref()?;
+                if ok {
+                    live_failures = 0;
+                } else {
+                    live_failures += 1;
+                    if live_failures >= *live_threshold {
+                        // Out of endpoints first, then the restart.
+                        if ready {
+                            rep.report(|s| s.state = InstanceState::Running).await;
+                        }
+                        terminate(ctx, running).await;
+                        return Some(format!("liveness probe failed {live_failures} times in a row"));
+                    }
+                }
+                next_live = tokio::time::Instant::now() + *live_period;
             }
         }
     }

@@ -121,6 +121,9 @@ pub struct Template {
     /// TCP ports accept connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// When an instance is broken beyond repair and must be restarted. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
 }
 
 /// Reserved resources, as Kubernetes quantities.
@@ -178,7 +181,7 @@ pub enum Protocol {
     Udp,
 }
 
-/// A readiness check.
+/// A health check: readiness (gates endpoints) or liveness (restarts the instance).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
@@ -188,16 +191,32 @@ pub struct Probe {
     /// A TCP connect that must succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpProbe>,
-    /// Seconds between checks once the instance was ready. Default 5. Until its first success,
-    /// a new instance is checked every 100 ms so that it serves as soon as it can.
+    /// A command run beside the instance (its environment and working directory) that must
+    /// exit 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecProbe>,
+    /// Seconds after the start before the first check. Default 0.
+    #[serde(default)]
+    pub initial_delay_seconds: u32,
+    /// Seconds between checks. Default 5. Until its first success, a readiness check runs every
+    /// 100 ms so that a new instance serves as soon as it can.
     #[serde(default = "default_period")]
     pub period_seconds: u32,
     /// Seconds a check may take. Default 1.
     #[serde(default = "one")]
     pub timeout_seconds: u32,
-    /// Consecutive failures that take a ready instance out of endpoints. Default 3.
+    /// Consecutive failures that count: readiness takes the instance out of endpoints,
+    /// liveness restarts it. Default 3.
     #[serde(default = "default_failures")]
     pub failure_threshold: u32,
+}
+
+/// Exec probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecProbe {
+    /// The program and its arguments.
+    pub command: Vec<String>,
 }
 
 fn default_period() -> u32 {

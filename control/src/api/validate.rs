@@ -156,6 +156,9 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
             if let Some(p) = &t.readiness_probe {
                 check_probe(&mut e, p, &names, "spec.template.readinessProbe");
             }
+            if let Some(p) = &t.liveness_probe {
+                check_probe(&mut e, p, &names, "spec.template.livenessProbe");
+            }
         }
         Object::Service(svc) => {
             let s = &svc.spec;
@@ -224,8 +227,8 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
 }
 
 fn check_probe(e: &mut Errors, p: &Probe, ports: &HashSet<&str>, path: &str) {
-    let port = match (&p.http, &p.tcp) {
-        (Some(h), None) => {
+    let port = match (&p.http, &p.tcp, &p.exec) {
+        (Some(h), None, None) => {
             e.check(
                 h.path.starts_with('/'),
                 format!("{path}.http.path"),
@@ -233,9 +236,17 @@ fn check_probe(e: &mut Errors, p: &Probe, ports: &HashSet<&str>, path: &str) {
             );
             Some(("http", &h.port))
         }
-        (None, Some(t)) => Some(("tcp", &t.port)),
+        (None, Some(t), None) => Some(("tcp", &t.port)),
+        (None, None, Some(x)) => {
+            e.check(
+                x.command.first().is_some_and(|c| !c.is_empty()),
+                format!("{path}.exec.command"),
+                "needs a program",
+            );
+            None
+        }
         _ => {
-            e.push(path, "give exactly one of http or tcp");
+            e.push(path, "give exactly one of http, tcp or exec");
             None
         }
     };

@@ -27,6 +27,7 @@ fn app(replicas: u32) -> Object {
                     port: None,
                 }],
                 readiness_probe: None,
+                liveness_probe: None,
             },
         },
         status: AppStatus::default(),

@@ -4,5 +4,6 @@ mod auth;
 mod dev;
 mod nodes;
 mod observe;
+mod probes;
 mod rollout;
 mod store;
