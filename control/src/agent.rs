@@ -2,6 +2,7 @@
 //! proxy and DNS server from watches of services, endpoints and routes.
 
 pub mod dataplane;
+mod logs;
 mod probe;
 mod runtime;
 
@@ -76,7 +77,12 @@ fn memory_bytes() -> u64 {
         .map_or(1 << 30, |kb| kb * 1024)
 }
 
-async fn register(client: &Client, cfg: &AgentConfig, shutdown: &CancellationToken) -> Result<()> {
+async fn register(
+    client: &Client,
+    cfg: &AgentConfig,
+    log_port: u16,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let node = Object::Node(Node {
         metadata: Metadata::new("", &cfg.node),
@@ -86,6 +92,7 @@ async fn register(client: &Client, cfg: &AgentConfig, shutdown: &CancellationTok
             memory_bytes: memory_bytes(),
             max_instances: 110,
             unschedulable: false,
+            log_port: Some(log_port),
         },
         status: NodeStatus::default(),
     });
@@ -140,7 +147,17 @@ async fn heartbeat(client: Client, node: String, every: Duration, shutdown: Canc
 /// Runs the agent until `shutdown`; then stops every instance and marks the node not ready.
 pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken) -> Result<()> {
     let client = Client::with_token(&cfg.server, cfg.token.as_deref())?;
-    register(&client, &cfg, &shutdown).await?;
+    let log_listener = tokio::net::TcpListener::bind((cfg.address, 0))
+        .await
+        .with_context(|| format!("binding the log server on {}", cfg.address))?;
+    let log_port = log_listener.local_addr()?.port();
+    tokio::spawn(logs::serve_logs(
+        log_listener,
+        cfg.data_dir.join("logs"),
+        cfg.token.clone(),
+        shutdown.child_token(),
+    ));
+    register(&client, &cfg, log_port, &shutdown).await?;
     tracing::info!(node = %cfg.node, server = %cfg.server, "node registered");
 
     let watches = shutdown.child_token();

@@ -136,6 +136,20 @@ pub enum Command {
         #[arg(short = 'w', long)]
         watch: bool,
     },
+    /// Print an instance's output (stdout and stderr).
+    Logs {
+        /// The instance.
+        instance: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Only the last lines.
+        #[arg(long)]
+        tail: Option<u32>,
+        /// Keep printing what it writes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// What happened: instances scheduled, ready, failed; rollouts; nodes lost.
     Events {
         /// Keep printing events as they happen.
@@ -395,6 +409,23 @@ pub async fn run(cli: Cli) -> Result<()> {
                         }
                         print_objects(kind, &[object], output, all_namespaces, false)?;
                     }
+                }
+            }
+            Ok(())
+        }
+        Command::Logs {
+            instance,
+            namespace,
+            tail,
+            follow,
+        } => {
+            use std::io::Write;
+            let mut body = client()?.logs(&namespace, &instance, tail, follow).await?;
+            let mut out = std::io::stdout();
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                if let Ok(data) = frame?.into_data() {
+                    out.write_all(&data)?;
+                    out.flush()?;
                 }
             }
             Ok(())

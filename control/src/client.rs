@@ -223,6 +223,30 @@ impl Client {
         .await
     }
 
+    /// An instance's log as it arrives (`follow`: until interrupted).
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        tail: Option<u32>,
+        follow: bool,
+    ) -> Result<Incoming> {
+        let mut p = format!("{}/log?", path(Kind::Instance, Some(namespace), Some(name)));
+        if let Some(t) = tail {
+            p.push_str(&format!("tail={t}&"));
+        }
+        if follow {
+            p.push_str("follow=1");
+        }
+        let resp = self.send(Method::GET, &p, None).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            bail!("{}", api_error(status, &bytes));
+        }
+        Ok(resp.into_body())
+    }
+
     /// The recent cluster events.
     pub async fn events(&self) -> Result<Vec<crate::events::ClusterEvent>> {
         self.call(Method::GET, "/api/v1/events", None).await

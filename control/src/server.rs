@@ -441,6 +441,10 @@ async fn handle(
             }
         }
         (Method::PUT, Some(name), None) => put_object(&store, target.kind, ns, name, req).await,
+        (Method::GET, Some(name), Some("log")) if target.kind == Kind::Instance => {
+            let q = req.uri().query().unwrap_or("").to_owned();
+            instance_log(&store, &auth, ns, name, &q).await
+        }
         (Method::PUT, Some(name), Some("status")) => {
             put_status(&store, target.kind, ns, name, req).await
         }
@@ -852,5 +856,96 @@ fn event_stream(
     if let Ok(v) = "application/x-ndjson".parse() {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
+    r
+}
+
+/// Proxies an instance's log from the agent of its node, with that node's token.
+async fn instance_log(
+    store: &Store,
+    auth: &Auth,
+    ns: &str,
+    name: &str,
+    query: &str,
+) -> Response<Body> {
+    let node = match store.get(Kind::Instance, ns, name).as_deref() {
+        Some(Object::Instance(i)) => match &i.spec.node {
+            Some(n) => n.clone(),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("instance {ns}/{name} is not placed yet"),
+                );
+            }
+        },
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("instance {ns}/{name} not found"),
+            );
+        }
+    };
+    let (address, port) = match store.get(Kind::Node, "", &node).as_deref() {
+        Some(Object::Node(n)) => match n.spec.log_port {
+            Some(p) => (n.spec.address, p),
+            None => return error(StatusCode::NOT_FOUND, format!("node {node} serves no logs")),
+        },
+        _ => return error(StatusCode::NOT_FOUND, format!("node {node} is gone")),
+    };
+    // Only what the agent understands goes through.
+    let mut forwarded = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "tail" if v.parse::<u32>().is_ok() => forwarded.push(format!("tail={v}")),
+            "follow" if v == "1" || v == "true" => forwarded.push("follow=1".to_owned()),
+            _ => {}
+        }
+    }
+    let uri = format!(
+        "http://{}/logs/{ns}/{name}?{}",
+        std::net::SocketAddr::new(address, port),
+        forwarded.join("&")
+    );
+    let token = auth.token_for(Role::Node, Some(&node));
+    let fetch = async {
+        let stream = tokio::net::TcpStream::connect((address, port)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::get(&uri).header(http::header::HOST, "berth-agent");
+        if let Some(t) = &token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(http_body_util::Empty::<Bytes>::new())?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(sender.send_request(req).await?)
+    };
+    let resp = match tokio::time::timeout(Duration::from_secs(5), fetch).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error(StatusCode::BAD_GATEWAY, format!("node {node}: {e}")),
+        Err(_) => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("node {node} did not answer within 5 s"),
+            );
+        }
+    };
+    let status = resp.status();
+    let mut body = resp.into_body();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    *r.status_mut() = status;
     r
 }

@@ -140,7 +140,7 @@ fn instance_command(
     cmd
 }
 
-fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Running> {
+async fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Running> {
     let t: &Template = &inst.spec.template;
     let argv: Vec<String> = std::iter::once(t.command.clone())
         .chain(t.args.iter().cloned())
@@ -148,18 +148,15 @@ fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Ru
     let mut cmd = instance_command(ctx, inst, ports, &argv);
     std::fs::create_dir_all(&ctx.log_dir)
         .with_context(|| format!("creating {}", ctx.log_dir.display()))?;
-    let log_path = ctx.log_dir.join(format!(
-        "{}_{}.log",
-        inst.metadata.namespace, inst.metadata.name
-    ));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log_path =
+        super::logs::log_path(&ctx.log_dir, &inst.metadata.namespace, &inst.metadata.name);
+    let log = super::logs::LogFile::open(log_path.clone(), super::logs::MAX_LOG_BYTES)
+        .await
         .with_context(|| format!("opening {}", log_path.display()))?;
+    // Pipes, not the file itself: the agent caps and rotates the log as it writes.
     cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
     // async-signal-safe. It makes the kernel kill the instance if the agent dies, so that a
@@ -174,6 +171,13 @@ fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Ru
         .spawn()
         .with_context(|| format!("starting {:?}", t.command))?;
     let pid = child.id().context("process exited at once")?;
+    let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(super::logs::copy(out, log.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(super::logs::copy(err, log));
+    }
     let (tx, exited) = oneshot::channel();
     tokio::spawn(async move {
         let _ = tx.send(child.wait().await);
@@ -266,7 +270,7 @@ pub(super) async fn supervise(ctx: Arc<Ctx>, inst: Instance, mut stop: watch::Re
         let started = Instant::now();
         let spawned = match port_error {
             Some(e) => Err(anyhow::anyhow!(e)),
-            None => spawn(&ctx, &inst, &ports),
+            None => spawn(&ctx, &inst, &ports).await,
         };
         let exit_message = match spawned {
             Err(e) => format!("{e:#}"),

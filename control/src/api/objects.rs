@@ -445,6 +445,9 @@ pub struct NodeSpec {
     /// Cordoned: nothing new is placed here.
     #[serde(default)]
     pub unschedulable: bool,
+    /// Port on `address` where the agent serves instance logs to the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_port: Option<u16>,
 }
 
 /// A node's condition: its agent's heartbeats, judged by the node controller.

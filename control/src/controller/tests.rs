@@ -43,6 +43,7 @@ fn node(name: &str) -> Object {
             memory_bytes: 4 << 30,
             max_instances: 110,
             unschedulable: false,
+            log_port: None,
         },
         status: NodeStatus {
             ready: true,

@@ -60,6 +60,37 @@ fn selectors_events_metrics_and_completion() -> Result<()> {
         "the agent's 4 informers: {metrics}"
     );
 
+    // Logs: the instance's own output, through the API from its node's agent.
+    let names = stdout(&dev, &["get", "instances", "-o", "json"])?;
+    let v: serde_json::Value = serde_json::from_str(&names)?;
+    let first = v[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let log = stdout(&dev, &["logs", &first])?;
+    assert!(
+        log.contains("hello-server listening") && log.contains(&first),
+        "{log}"
+    );
+    let tail = stdout(&dev, &["logs", &first, "--tail", "1"])?;
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    let missing = dev.cli(&["logs", "nope"])?;
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("instance default/nope not found"));
+    // The agent serves logs only to its node's token.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&stdout(&dev, &["get", "nodes", "-o", "json"])?)?;
+    let port = nodes[0]["spec"]["logPort"].as_u64().unwrap_or(0) as u16;
+    let agent = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, _) = http_with_token(
+        agent,
+        "GET",
+        "x",
+        &format!("/logs/default/{first}"),
+        None,
+        Some(&token),
+    )?;
+    assert_eq!(status, 401, "the admin token is not the node's");
+
     let bash = stdout(&dev, &["completion", "bash"])?;
     assert!(bash.contains("_berth()") && bash.contains("rollout"));
     Ok(())
