@@ -161,6 +161,16 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Show one object in full, what belongs to it, and what happened to it.
+    Describe {
+        /// Kind of object.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
     /// Delete an object.
     Delete {
         /// Kind of object.
@@ -410,6 +420,68 @@ pub async fn run(cli: Cli) -> Result<()> {
                         print_objects(kind, &[object], output, all_namespaces, false)?;
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Describe {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind: Kind = kind.parse()?;
+            let client = client()?;
+            let Some(obj) = client.get(kind, &namespace, &name).await? else {
+                bail!("{kind} {namespace}/{name} not found");
+            };
+            print!("{}", serde_yaml_ng::to_string(&obj)?);
+            let label = if kind.namespaced() {
+                format!("{kind} {namespace}/{name}")
+            } else {
+                format!("{kind} {name}")
+            };
+            // What belongs to it: an app's instances, a service's endpoints.
+            let mut related = vec![label.clone()];
+            match kind {
+                Kind::App => {
+                    let sel = format!("app={name}");
+                    let items = client
+                        .list_selected(Kind::Instance, Some(&namespace), Some(&sel))
+                        .await?
+                        .items;
+                    println!("\nInstances:");
+                    print!("{}", table(Kind::Instance, &items, false));
+                    related.extend(
+                        items
+                            .iter()
+                            .map(|i| format!("Instance {namespace}/{}", i.meta().name)),
+                    );
+                }
+                Kind::Service => {
+                    if let Some(ep) = client.get(Kind::Endpoints, &namespace, &name).await? {
+                        println!("\nEndpoints:");
+                        print!("{}", table(Kind::Endpoints, &[ep], false));
+                    }
+                }
+                _ => {}
+            }
+            let events: Vec<_> = client
+                .events()
+                .await?
+                .into_iter()
+                .filter(|e| related.contains(&e.object))
+                .collect();
+            println!("\nEvents:");
+            if events.is_empty() {
+                println!("  <none in the server's recent events>");
+            }
+            for e in events {
+                println!(
+                    "  {:<6} {:<22} {:<34} {}",
+                    age(e.time),
+                    e.reason,
+                    e.object,
+                    e.message
+                );
             }
             Ok(())
         }

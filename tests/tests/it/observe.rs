@@ -91,6 +91,13 @@ fn selectors_events_metrics_and_completion() -> Result<()> {
     )?;
     assert_eq!(status, 401, "the admin token is not the node's");
 
+    let d = stdout(&dev, &["describe", "app", "hello"])?;
+    assert!(
+        d.contains("kind: App") && d.contains("Instances:") && d.contains("RolloutComplete"),
+        "{d}"
+    );
+    assert_eq!(d.matches("InstanceReady").count(), 3, "{d}");
+
     let bash = stdout(&dev, &["completion", "bash"])?;
     assert!(bash.contains("_berth()") && bash.contains("rollout"));
     Ok(())
