@@ -18,6 +18,7 @@ fn route(name: &str, host: &str) -> Object {
         metadata: Metadata::new("bench", name),
         spec: RouteSpec {
             hosts: vec![host.to_owned()],
+            tls: None,
             rules: vec![RouteRule {
                 path: "/".into(),
                 service: "s".into(),

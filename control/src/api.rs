@@ -34,6 +34,8 @@ pub enum Object {
     Instance(Instance),
     /// The ready endpoints of a service (computed).
     Endpoints(Endpoints),
+    /// A TLS certificate and key, or opaque data.
+    Secret(Secret),
 }
 
 macro_rules! each_object {
@@ -45,6 +47,7 @@ macro_rules! each_object {
             Object::Node($o) => $e,
             Object::Instance($o) => $e,
             Object::Endpoints($o) => $e,
+            Object::Secret($o) => $e,
         }
     };
 }
@@ -59,6 +62,7 @@ impl Object {
             Object::Node(_) => Kind::Node,
             Object::Instance(_) => Kind::Instance,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -90,6 +94,7 @@ impl Object {
             (Object::Node(a), Object::Node(b)) => a.spec == b.spec,
             (Object::Instance(a), Object::Instance(b)) => a.spec == b.spec,
             (Object::Endpoints(a), Object::Endpoints(b)) => a.addresses == b.addresses,
+            (Object::Secret(a), Object::Secret(b)) => a.kind == b.kind && a.data == b.data,
             _ => false,
         }
     }
@@ -106,6 +111,10 @@ impl Object {
             (Object::Node(a), Object::Node(b)) => a.spec = b.spec,
             (Object::Instance(a), Object::Instance(b)) => a.spec = b.spec,
             (Object::Endpoints(a), Object::Endpoints(b)) => a.addresses = b.addresses,
+            (Object::Secret(a), Object::Secret(b)) => {
+                a.kind = b.kind;
+                a.data = b.data;
+            }
             _ => {}
         }
     }
@@ -114,4 +123,21 @@ impl Object {
 /// The store key of an object.
 pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
     format!("{}/{}/{}", kind.plural(), namespace, name)
+}
+
+impl Object {
+    /// The object as a reader without access to secret data sees it: every value of a secret
+    /// replaced by its length.
+    pub fn redacted(&self) -> Object {
+        match self {
+            Object::Secret(s) => {
+                let mut s = s.clone();
+                for v in s.data.values_mut() {
+                    *v = format!("<redacted: {} bytes>", v.len());
+                }
+                Object::Secret(s)
+            }
+            o => o.clone(),
+        }
+    }
 }

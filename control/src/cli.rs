@@ -631,6 +631,7 @@ pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
         Kind::Route => &["NAME", "HOSTS", "RULES", "AGE"],
         Kind::Endpoints => &["NAME", "ENDPOINTS", "AGE"],
         Kind::Node => &["NAME", "READY", "ADDRESS", "CPU", "MEMORY", "AGE"],
+        Kind::Secret => &["NAME", "TYPE", "KEYS", "AGE"],
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
     for o in items {
@@ -710,6 +711,10 @@ pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
                 } else {
                     eps.join(",")
                 });
+            }
+            Object::Secret(sec) => {
+                row.push(format!("{:?}", sec.kind).to_lowercase());
+                row.push(sec.data.keys().cloned().collect::<Vec<_>>().join(","));
             }
             Object::Node(n) => {
                 row.push(if n.status.ready { "ready" } else { "not ready" }.into());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{App, Kind, Object, Route, Service, user_kind, validate};
+use crate::api::{App, Kind, Object, Route, Secret, Service, user_kind, validate};
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +47,12 @@ pub fn decode_object(mut value: Value) -> Result<Object, String> {
     let kind = match map.remove("kind") {
         Some(Value::String(k)) => k,
         Some(other) => return Err(format!("kind: expected a string, found {other}")),
-        None => return Err("kind: missing (one of App, Service, Route)".to_owned()),
+        None => return Err("kind: missing (one of App, Service, Route, Secret)".to_owned()),
     };
     let kind: Kind = kind.parse().map_err(|e| format!("kind: {e}"))?;
     if !user_kind(kind) {
         return Err(format!(
-            "kind: {kind} objects are managed by berth, not declared (declare App, Service or Route)"
+            "kind: {kind} objects are managed by berth, not declared (declare App, Service, Route or Secret)"
         ));
     }
     fn typed<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, String> {
@@ -70,6 +70,7 @@ pub fn decode_object(mut value: Value) -> Result<Object, String> {
         Kind::App => Object::App(typed::<App>(value)?),
         Kind::Service => Object::Service(typed::<Service>(value)?),
         Kind::Route => Object::Route(typed::<Route>(value)?),
+        Kind::Secret => Object::Secret(typed::<Secret>(value)?),
         Kind::Node | Kind::Instance | Kind::Endpoints => unreachable_kind(kind)?,
     })
 }

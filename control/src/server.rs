@@ -385,6 +385,8 @@ async fn handle(
     if let Err(why) = authorize(&store, &id, &method, &target) {
         return forbidden(&id, &method, &path, &why);
     }
+    // Viewers see that secrets exist, not what they hold.
+    let redact = id.role == Role::Viewer && target.kind == Kind::Secret;
     let ns = target.namespace.unwrap_or("");
     match (method, target.name, target.sub) {
         (Method::GET, None, None) => {
@@ -404,6 +406,7 @@ async fn handle(
                     target.namespace,
                     selector,
                     from,
+                    redact,
                     metrics.watches.clone(),
                     shutdown,
                 )
@@ -412,12 +415,13 @@ async fn handle(
                 let items = items
                     .iter()
                     .filter(|o| selector.matches(&o.meta().labels))
-                    .map(|o| (**o).clone())
+                    .map(|o| if redact { o.redacted() } else { (**o).clone() })
                     .collect();
                 json(StatusCode::OK, &List { revision, items })
             }
         }
         (Method::GET, Some(name), None) => match store.get(target.kind, ns, name) {
+            Some(o) if redact => json(StatusCode::OK, &o.redacted()),
             Some(o) => json(StatusCode::OK, &*o),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -724,6 +728,7 @@ fn watch(
     namespace: Option<&str>,
     selector: Selector,
     from: Option<u64>,
+    redact: bool,
     open_watches: prometheus_client::metrics::gauge::Gauge,
     shutdown: CancellationToken,
 ) -> Response<Body> {
@@ -757,7 +762,7 @@ fn watch(
         for o in initial {
             let l = WatchLine::Added {
                 revision: o.meta().revision,
-                object: (*o).clone(),
+                object: if redact { o.redacted() } else { (*o).clone() },
             };
             if tx.send(line(&l)).await.is_err() {
                 return;
@@ -798,7 +803,20 @@ fn watch(
                 }
             };
             for e in events.iter().filter(|e| matches(&e.object)) {
-                if tx.send(e.encoded(|e| line(&event_line(e)))).await.is_err() {
+                // The shared encoding carries secret values: redacted streams encode their own.
+                let bytes = if redact {
+                    let mut l = event_line(e);
+                    if let WatchLine::Added { object, .. }
+                    | WatchLine::Modified { object, .. }
+                    | WatchLine::Deleted { object, .. } = &mut l
+                    {
+                        *object = object.redacted();
+                    }
+                    line(&l)
+                } else {
+                    e.encoded(|e| line(&event_line(e)))
+                };
+                if tx.send(bytes).await.is_err() {
                     return;
                 }
             }

@@ -64,17 +64,20 @@ pub enum Kind {
     Instance,
     /// Endpoints.
     Endpoints,
+    /// Secrets.
+    Secret,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::App,
         Kind::Service,
         Kind::Route,
         Kind::Node,
         Kind::Instance,
         Kind::Endpoints,
+        Kind::Secret,
     ];
 
     /// The plural name used in URLs and keys.
@@ -86,6 +89,7 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::Instance => "instances",
             Kind::Endpoints => "endpoints",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -98,6 +102,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Instance => "Instance",
             Kind::Endpoints => "Endpoints",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -115,7 +120,7 @@ impl fmt::Display for Kind {
 
 /// A kind name that berth does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown kind {0:?} (known: apps, services, routes, nodes, instances, endpoints)")]
+#[error("unknown kind {0:?} (known: apps, services, routes, nodes, instances, endpoints, secrets)")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for Kind {
@@ -130,6 +135,7 @@ impl FromStr for Kind {
             "node" | "nodes" | "no" => Kind::Node,
             "instance" | "instances" | "inst" => Kind::Instance,
             "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
+            "secret" | "secrets" => Kind::Secret,
             _ => return Err(UnknownKind(s.to_owned())),
         };
         Ok(k)

@@ -397,8 +397,19 @@ pub struct Route {
 pub struct RouteSpec {
     /// Host names (`hello.localhost`) or wildcards (`*.example.com`).
     pub hosts: Vec<String>,
+    /// Terminate TLS for these hosts with a certificate from a `tls` secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
     /// Path rules; the longest matching prefix wins.
     pub rules: Vec<RouteRule>,
+}
+
+/// TLS of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTls {
+    /// A secret of type `tls` in the route's namespace.
+    pub secret: String,
 }
 
 /// One path rule of a route.
@@ -593,4 +604,33 @@ pub struct EndpointAddress {
     pub address: IpAddr,
     /// Its port for each service port, by service port name.
     pub ports: BTreeMap<String, u16>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret
+
+/// A TLS certificate and key, or opaque data. Viewer tokens see its keys, not its values; its
+/// values are never logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Secret {
+    /// Name, namespace, labels.
+    pub metadata: Metadata,
+    /// What it holds.
+    #[serde(rename = "type", default)]
+    pub kind: SecretType,
+    /// The values, by key. A `tls` secret has `tls.crt` and `tls.key`, PEM.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// What a secret holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretType {
+    /// Anything.
+    #[default]
+    Opaque,
+    /// A certificate chain (`tls.crt`) and its private key (`tls.key`), PEM.
+    Tls,
 }

@@ -202,6 +202,13 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                     format!("{h:?} is not a host name or a wildcard like *.example.com"),
                 );
             }
+            if let Some(tls) = &s.tls {
+                e.check(
+                    is_dns_label(&tls.secret),
+                    "spec.tls.secret",
+                    label_error(&format!("{:?}", tls.secret)),
+                );
+            }
             e.check(!s.rules.is_empty(), "spec.rules", "a route needs a rule");
             for (i, r) in s.rules.iter().enumerate() {
                 e.check(
@@ -219,6 +226,29 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                     format!("spec.rules[{i}].port"),
                     format!("{:?} must name a service port", r.port),
                 );
+            }
+        }
+        Object::Secret(secret) => {
+            for k in secret.data.keys() {
+                e.check(
+                    !k.is_empty()
+                        && k.len() <= 253
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+                    format!("data.{k}"),
+                    "keys are letters, digits, '-', '_' and '.'",
+                );
+            }
+            if secret.kind == super::SecretType::Tls {
+                for (key, marker) in [
+                    ("tls.crt", "-----BEGIN CERTIFICATE-----"),
+                    ("tls.key", "PRIVATE KEY-----"),
+                ] {
+                    match secret.data.get(key) {
+                        None => e.push(format!("data.{key}"), "a tls secret needs it"),
+                        Some(v) => e.check(v.contains(marker), format!("data.{key}"), "is not PEM"),
+                    }
+                }
             }
         }
         Object::Node(_) | Object::Instance(_) | Object::Endpoints(_) => {}
@@ -276,7 +306,7 @@ fn check_probe(e: &mut Errors, p: &Probe, ports: &HashSet<&str>, path: &str) {
 
 /// Kinds a user may declare with `berth apply`.
 pub fn user_kind(kind: Kind) -> bool {
-    matches!(kind, Kind::App | Kind::Service | Kind::Route)
+    matches!(kind, Kind::App | Kind::Service | Kind::Route | Kind::Secret)
 }
 
 #[cfg(test)]

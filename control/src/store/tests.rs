@@ -8,6 +8,7 @@ fn route(name: &str, host: &str) -> Object {
         metadata: Metadata::new("default", name),
         spec: RouteSpec {
             hosts: vec![host.to_owned()],
+            tls: None,
             rules: vec![RouteRule {
                 path: "/".into(),
                 service: "s".into(),

@@ -97,6 +97,31 @@ fn tokens_and_roles() -> Result<()> {
         v["status"]["heartbeatAt"].as_u64().unwrap_or(0) > 1_700_000_000,
         "{v}"
     );
+    // Secrets: viewers see the keys, not the values.
+    let secret = r#"{"kind":"Secret","metadata":{"name":"db"},"type":"opaque","data":{"password":"hunter2hunter2"}}"#;
+    assert_eq!(
+        call(Some(&operator), "POST", "/api/v1/apply", Some(secret))?.0,
+        200
+    );
+    let (_, body) = call(
+        Some(&viewer),
+        "GET",
+        "/api/v1/namespaces/default/secrets/db",
+        None,
+    )?;
+    assert!(
+        !body.contains("hunter2") && body.contains("<redacted: 14 bytes>"),
+        "{body}"
+    );
+    let (_, body) = call(Some(&viewer), "GET", "/api/v1/secrets", None)?;
+    assert!(!body.contains("hunter2"), "{body}");
+    let (_, body) = server.api("GET", "/api/v1/namespaces/default/secrets/db", None)?;
+    assert!(body.contains("hunter2hunter2"), "{body}");
+    let bad_tls = r#"{"kind":"Secret","metadata":{"name":"cert"},"type":"tls","data":{"tls.crt":"nope","tls.key":"nope"}}"#;
+    let (status, body) = server.api("POST", "/api/v1/apply", Some(bad_tls))?;
+    assert_eq!(status, 422);
+    assert!(body.contains("data.tls.crt: is not PEM"), "{body}");
+
     // Token names are unique.
     let (status, body) = server.api(
         "POST",
