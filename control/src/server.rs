@@ -400,16 +400,14 @@ async fn handle(
                     Ok(r) => r,
                     Err(_) => return error(StatusCode::BAD_REQUEST, "revision must be a number"),
                 };
-                watch(
-                    &store,
-                    target.kind,
-                    target.namespace,
+                let query = WatchQuery {
+                    kind: target.kind,
+                    namespace: target.namespace,
                     selector,
                     from,
                     redact,
-                    metrics.watches.clone(),
-                    shutdown,
-                )
+                };
+                watch(&store, query, metrics.watches.clone(), shutdown)
             } else {
                 let (items, revision) = store.list(target.kind, target.namespace);
                 let items = items
@@ -719,19 +717,33 @@ fn event_line(e: &Event) -> WatchLine {
     }
 }
 
+/// What a watch asks for.
+struct WatchQuery<'a> {
+    kind: Kind,
+    namespace: Option<&'a str>,
+    selector: Selector,
+    /// Resume after this revision; `None` starts with a listing.
+    from: Option<u64>,
+    /// Hide secret values (viewer tokens).
+    redact: bool,
+}
+
 /// Streams events of one kind (and namespace, and labels) as NDJSON. Without a revision it
 /// starts with the current objects as ADDED, as a Kubernetes watch without resourceVersion does.
 /// The selector applies to each event's object as it is then.
 fn watch(
     store: &Store,
-    kind: Kind,
-    namespace: Option<&str>,
-    selector: Selector,
-    from: Option<u64>,
-    redact: bool,
+    query: WatchQuery<'_>,
     open_watches: prometheus_client::metrics::gauge::Gauge,
     shutdown: CancellationToken,
 ) -> Response<Body> {
+    let WatchQuery {
+        kind,
+        namespace,
+        selector,
+        from,
+        redact,
+    } = query;
     let (initial, from) = match from {
         Some(rev) => (Vec::new(), rev),
         None => {
