@@ -81,6 +81,7 @@ async fn main() -> Result<()> {
         auth,
         std::sync::Arc::new(berth::events::EventLog::default()),
         listener,
+        None,
         shutdown.clone(),
     ));
     let client = Client::with_token(&format!("http://{addr}"), Some(&admin))?;

@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub server: String,
     /// The node's API token.
     pub token: Option<String>,
+    /// CA certificate of an https API server.
+    pub ca: Option<PathBuf>,
     /// Node name.
     pub node: String,
     /// The node's address; instances listen on it in host-port mode.
@@ -146,7 +148,7 @@ async fn heartbeat(client: Client, node: String, every: Duration, shutdown: Canc
 
 /// Runs the agent until `shutdown`; then stops every instance and marks the node not ready.
 pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken) -> Result<()> {
-    let client = Client::with_token(&cfg.server, cfg.token.as_deref())?;
+    let client = Client::with_tls(&cfg.server, cfg.token.as_deref(), cfg.ca.as_deref())?;
     let log_listener = tokio::net::TcpListener::bind((cfg.address, 0))
         .await
         .with_context(|| format!("binding the log server on {}", cfg.address))?;

@@ -23,6 +23,10 @@ pub struct Cli {
     /// API token (default: the config file's; see `berth dev` and the server's tokens.yaml).
     #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) that an https server's certificate chains to (default: the config
+    /// file's).
+    #[arg(long, global = true, env = "BERTH_CA")]
+    pub ca: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -80,6 +84,12 @@ pub enum Command {
         /// Seconds a node stays not ready before its instances are replaced elsewhere.
         #[arg(long, default_value_t = 30)]
         node_eviction_seconds: u64,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run the agent of one node (the server address comes from --server).
     Agent {
@@ -279,20 +289,25 @@ pub enum RolloutCommand {
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
-/// A client for the server and token the flags, environment or config file name.
-fn client(server: &Option<String>, token: &Option<String>) -> Result<Client> {
+/// A client for the server, token and CA the flags, environment or config file name.
+fn client(server: &Option<String>, token: &Option<String>, ca: &Option<PathBuf>) -> Result<Client> {
     let config = crate::clientconfig::load()?;
     let server = server
         .clone()
         .or(config.server)
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    Client::with_token(&server, token.as_deref().or(config.token.as_deref()))
+    let ca = ca.clone().or(config.ca);
+    Client::with_tls(
+        &server,
+        token.as_deref().or(config.token.as_deref()),
+        ca.as_deref(),
+    )
 }
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let (server, token) = (cli.server.clone(), cli.token.clone());
-    let client = || client(&server, &token);
+    let (server, token, ca) = (cli.server.clone(), cli.token.clone(), cli.ca.clone());
+    let client = || client(&server, &token, &ca);
     match cli.command {
         Command::Dev {
             file,
@@ -319,12 +334,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             listen,
             node_lease_seconds,
             node_eviction_seconds,
+            tls_cert,
+            tls_key,
         } => {
             let policy = crate::controller::NodePolicy {
                 lease_seconds: node_lease_seconds,
                 eviction_seconds: node_eviction_seconds,
             };
-            crate::dev::server(data_dir, listen, policy).await
+            crate::dev::server(data_dir, listen, tls_cert.zip(tls_key), policy).await
         }
         Command::Agent {
             node,
@@ -341,6 +358,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 agent: AgentConfig {
                     server: c.base().to_owned(),
                     token: token.clone(),
+                    ca: ca.clone(),
                     node: node.unwrap_or_else(hostname),
                     address,
                     data_dir,

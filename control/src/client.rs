@@ -28,7 +28,7 @@ const MAX_LINE: usize = 16 << 20;
 pub struct Client {
     base: String,
     token: Option<Arc<str>>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 fn path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
@@ -51,18 +51,50 @@ impl Client {
 
     /// A client that sends `token` as its bearer token.
     pub fn with_token(base: &str, token: Option<&str>) -> Result<Client> {
+        Self::with_tls(base, token, None)
+    }
+
+    /// A client of an `http://` server, or of an `https://` one whose certificate chains to a
+    /// certificate in `ca`.
+    pub fn with_tls(
+        base: &str,
+        token: Option<&str>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            bail!(
-                "server address {base:?} must start with http:// (TLS comes with the API's auth)"
-            );
-        }
+        let tls = match (base.split_once("://").map(|(s, _)| s), ca) {
+            (Some("http"), _) => None,
+            (Some("https"), Some(ca)) => Some(crate::tls::client_config(ca)?),
+            (Some("https"), None) => bail!(
+                "{base}: https needs the server's CA certificate (--ca, BERTH_CA or `ca:` in the config file)"
+            ),
+            _ => bail!("server address {base:?} must start with http:// or https://"),
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(false);
+        // Plain http needs no roots; an empty store makes any https attempt fail verification.
+        let tls = tls.unwrap_or_else(|| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|_| unreachable_config())
+        });
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+            .build(https);
         Ok(Client {
             base,
             token: token.map(Arc::from),
@@ -331,6 +363,13 @@ impl Client {
             buf: BytesMut::new(),
         })
     }
+}
+
+/// The ring provider always supports the safe default versions; this is never reached.
+fn unreachable_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> String {

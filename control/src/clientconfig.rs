@@ -23,6 +23,9 @@ pub struct ClientConfig {
     /// Bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// CA certificate (PEM file) of an https server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Where the configuration file is.

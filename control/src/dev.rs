@@ -113,6 +113,7 @@ async fn start_server(
     store: Store,
     auth: Arc<Auth>,
     listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     node_policy: controller::NodePolicy,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr> {
@@ -129,6 +130,7 @@ async fn start_server(
         auth,
         events,
         listener,
+        tls,
         shutdown.clone(),
     ));
     tokio::spawn(controller::run(store, node_policy, shutdown.clone()));
@@ -167,6 +169,7 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
         store,
         auth.clone(),
         opts.api,
+        None,
         controller::NodePolicy::default(),
         &servers,
     )
@@ -177,6 +180,7 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
     let agent_cfg = AgentConfig {
         server: format!("http://{api}"),
         token: Some(node_token),
+        ca: None,
         node: opts.node.clone(),
         address: IpAddr::from([127, 0, 0, 1]),
         data_dir: data_dir.clone(),
@@ -199,6 +203,7 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
     let cli_config = crate::clientconfig::ClientConfig {
         server: Some(format!("http://{api}")),
         token: Some(admin.clone()),
+        ca: None,
     };
     match crate::clientconfig::path() {
         Some(p) => match crate::clientconfig::write_for_dev(&p, &cli_config) {
@@ -273,15 +278,21 @@ fn outcome(o: crate::store::Outcome) -> &'static str {
 pub async fn server(
     data_dir: PathBuf,
     listen: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
     node_policy: controller::NodePolicy,
 ) -> Result<()> {
+    let tls = match tls {
+        Some((cert, key)) => Some(crate::tls::server_config(&cert, &key)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let store = Store::open(&data_dir.join("store"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let auth = Arc::new(Auth::open(&data_dir)?);
     let shutdown = CancellationToken::new();
-    let api = start_server(store, auth.clone(), listen, node_policy, &shutdown).await?;
+    let api = start_server(store, auth.clone(), listen, tls, node_policy, &shutdown).await?;
     println!(
-        "berth server: API on http://{api}, data in {}, tokens in {}",
+        "berth server: API on {scheme}://{api}, data in {}, tokens in {}",
         data_dir.display(),
         auth.path().display()
     );

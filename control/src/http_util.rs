@@ -46,6 +46,20 @@ pub async fn serve<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_maybe_tls(listener, None, handler, shutdown, grace).await;
+}
+
+/// [`serve`], over TLS (HTTP/1.1 and h2 by ALPN) when `tls` is given. A handshake gets 10 s.
+pub async fn serve_maybe_tls<F, Fut>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: F,
+    shutdown: CancellationToken,
+    grace: Duration,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -78,12 +92,35 @@ pub async fn serve<F, Fut>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;

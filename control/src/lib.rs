@@ -16,3 +16,4 @@ pub mod manifest;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod tls;

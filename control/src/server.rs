@@ -27,7 +27,7 @@ use std::sync::Arc;
 use crate::api::{Kind, Object, Selector, user_kind};
 use crate::auth::{Auth, Identity, Role};
 use crate::events::{ClusterEvent, EventLog};
-use crate::http_util::{Body, respond, serve};
+use crate::http_util::{Body, respond, serve_maybe_tls};
 use crate::manifest::check_object;
 use crate::store::{Event, Outcome, Store, StoreError};
 
@@ -113,12 +113,14 @@ pub async fn run(
     auth: Arc<Auth>,
     events: Arc<EventLog>,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
     let stop = shutdown.clone();
     let metrics = Arc::new(ApiMetrics::new());
-    serve(
+    serve_maybe_tls(
         listener,
+        tls.map(tokio_rustls::TlsAcceptor::from),
         move |req| {
             let store = store.clone();
             let stop = stop.clone();

@@ -82,7 +82,7 @@ impl Server {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|r| r.split([',', ' ']).next())
             .and_then(|a| a.parse().ok());

@@ -7,3 +7,4 @@ mod observe;
 mod probes;
 mod rollout;
 mod store;
+mod tls;
