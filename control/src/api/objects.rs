@@ -36,6 +36,13 @@ pub struct AppSpec {
     /// Node labels an instance's node must carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Higher-priority instances are placed first and may preempt lower ones when the cluster
+    /// is full (Kubernetes' default is 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// Where instances may go relative to each other and to other apps' instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<PlacementConstraint>,
     /// How a changed template replaces running instances.
     #[serde(default)]
     pub update_strategy: UpdateStrategy,
@@ -48,6 +55,69 @@ pub struct AppSpec {
 
 fn default_history() -> u32 {
     10
+}
+
+/// A placement constraint. `topology` is `node` (each node its own domain) or a node label
+/// (`zone`: nodes with the same value form one domain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum PlacementConstraint {
+    /// At most `max` instances of this app per domain.
+    #[serde(rename_all = "camelCase")]
+    MaxPer {
+        /// The domains.
+        topology: String,
+        /// The limit.
+        max: u32,
+    },
+    /// Instances spread over the domains with at most `maxSkew` between the fullest and the
+    /// emptiest (Kubernetes' topology spread).
+    #[serde(rename_all = "camelCase")]
+    Spread {
+        /// The domains.
+        topology: String,
+        /// Allowed difference. Default 1.
+        #[serde(default = "one")]
+        max_skew: u32,
+        /// Refuse nodes that break it (default), or only prefer the others.
+        #[serde(default = "yes")]
+        required: bool,
+    },
+    /// In a domain running instances of `app` (same namespace).
+    #[serde(rename_all = "camelCase")]
+    Affinity {
+        /// The other app.
+        app: String,
+        /// The domains.
+        topology: String,
+        /// Refuse nodes that break it (default), or only prefer the others.
+        #[serde(default = "yes")]
+        required: bool,
+        /// Weight of a preferred constraint, 1 to 100. Default 50.
+        #[serde(default = "fifty")]
+        weight: u32,
+    },
+    /// In a domain running no instance of `app` (which may be this app itself).
+    #[serde(rename_all = "camelCase")]
+    AntiAffinity {
+        /// The other app.
+        app: String,
+        /// The domains.
+        topology: String,
+        /// Refuse nodes that break it (default), or only prefer the others.
+        #[serde(default = "yes")]
+        required: bool,
+        /// Weight of a preferred constraint, 1 to 100. Default 50.
+        #[serde(default = "fifty")]
+        weight: u32,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+fn fifty() -> u32 {
+    50
 }
 
 /// A rolling update: new instances replace old ones a few at a time, gated by readiness.

@@ -100,6 +100,60 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                 "spec.replicas",
                 format!("{} is more than the limit of {MAX_REPLICAS}", s.replicas),
             );
+            for (i, c) in s.constraints.iter().enumerate() {
+                let path = format!("spec.constraints[{i}]");
+                let (topology, app, weight) = match c {
+                    super::PlacementConstraint::MaxPer { topology, max } => {
+                        e.check(
+                            *max >= 1,
+                            format!("{path}.maxPer.max"),
+                            "must be at least 1",
+                        );
+                        (topology, None, None)
+                    }
+                    super::PlacementConstraint::Spread {
+                        topology, max_skew, ..
+                    } => {
+                        e.check(
+                            *max_skew >= 1,
+                            format!("{path}.spread.maxSkew"),
+                            "must be at least 1",
+                        );
+                        (topology, None, None)
+                    }
+                    super::PlacementConstraint::Affinity {
+                        app,
+                        topology,
+                        weight,
+                        ..
+                    }
+                    | super::PlacementConstraint::AntiAffinity {
+                        app,
+                        topology,
+                        weight,
+                        ..
+                    } => (topology, Some(app), Some(*weight)),
+                };
+                e.check(
+                    !topology.is_empty() && topology.len() <= 253,
+                    format!("{path}.topology"),
+                    "`node`, or a node label such as `zone`",
+                );
+                if let Some(app) = app {
+                    e.check(
+                        is_dns_label(app),
+                        format!("{path}.app"),
+                        label_error(&format!("{app:?}")),
+                    );
+                }
+                if let Some(w) = weight {
+                    e.check(
+                        (1..=100).contains(&w),
+                        format!("{path}.weight"),
+                        "must be between 1 and 100",
+                    );
+                }
+            }
             let u = &s.update_strategy;
             e.check(
                 u.max_surge > 0 || u.max_unavailable > 0,

@@ -1,9 +1,12 @@
 //! Scheduling: pending instances are placed through the scheduler crate.
 
-use berth_scheduler::{Cluster, Decision, Request, Resources, Strategy};
+use berth_scheduler::{
+    Cluster, Constraint, Decision, Mode, Request, Resources, Strategy, Topology,
+};
 
 use crate::api::{
-    Instance, InstanceState, Kind, Object, PlacementStrategy, parse_cpu, parse_memory,
+    Instance, InstanceState, Kind, Object, PlacementConstraint, PlacementStrategy, parse_cpu,
+    parse_memory,
 };
 
 use super::World;
@@ -14,6 +17,96 @@ fn resources(i: &Instance) -> Resources {
     Resources {
         cpu_millis: parse_cpu(&i.spec.template.resources.cpu).unwrap_or(0),
         memory_bytes: parse_memory(&i.spec.template.resources.memory).unwrap_or(0),
+    }
+}
+
+/// The scheduler's identity of an app: apps are per namespace.
+fn app_id(namespace: &str, app: &str) -> String {
+    format!("{namespace}/{app}")
+}
+
+fn topology(t: &str) -> Topology {
+    if t == "node" {
+        Topology::Node
+    } else {
+        Topology::Label(t.to_owned())
+    }
+}
+
+fn mode(required: bool, weight: u32) -> Mode {
+    if required {
+        Mode::Required
+    } else {
+        Mode::Preferred { weight }
+    }
+}
+
+/// What the scheduler needs to know of an instance: its app's priority, strategy, selector and
+/// constraints, its tenant (namespace) and its resources.
+fn request(world: &World, key: &str, i: &Instance) -> Request {
+    let ns = &i.metadata.namespace;
+    let app = match world.get(&crate::api::key(Kind::App, ns, &i.spec.app)) {
+        Some(Object::App(a)) => Some(a),
+        _ => None,
+    };
+    let constraints = app
+        .map(|a| {
+            a.spec
+                .constraints
+                .iter()
+                .map(|c| match c {
+                    PlacementConstraint::MaxPer { topology: t, max } => Constraint::MaxPer {
+                        topology: topology(t),
+                        max: *max,
+                    },
+                    PlacementConstraint::Spread {
+                        topology: t,
+                        max_skew,
+                        required,
+                    } => Constraint::Spread {
+                        topology: topology(t),
+                        max_skew: *max_skew,
+                        mode: mode(*required, 50),
+                    },
+                    PlacementConstraint::Affinity {
+                        app: other,
+                        topology: t,
+                        required,
+                        weight,
+                    } => Constraint::Affinity {
+                        app: app_id(ns, other),
+                        topology: topology(t),
+                        mode: mode(*required, *weight),
+                    },
+                    PlacementConstraint::AntiAffinity {
+                        app: other,
+                        topology: t,
+                        required,
+                        weight,
+                    } => Constraint::AntiAffinity {
+                        app: app_id(ns, other),
+                        topology: topology(t),
+                        mode: mode(*required, *weight),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Request {
+        id: key.to_owned(),
+        app: app_id(ns, &i.spec.app),
+        tenant: ns.clone(),
+        priority: app.map_or(0, |a| a.spec.priority),
+        resources: resources(i),
+        node_selector: app
+            .map(|a| a.spec.node_selector.clone())
+            .unwrap_or_default(),
+        constraints,
+        strategy: match app.map(|a| a.spec.strategy) {
+            Some(PlacementStrategy::BinPack) => Strategy::BinPack,
+            _ => Strategy::Spread,
+        },
+        ..Default::default()
     }
 }
 
@@ -40,46 +133,21 @@ pub fn reconcile_scheduling(world: &mut World) {
         let Object::Instance(i) = o else { continue };
         match &i.spec.node {
             Some(node) if i.status.state != InstanceState::Stopped => {
-                // Instances on nodes that are gone hold nothing; node loss is handled elsewhere.
-                let _ = cluster.place(&o.key(), &i.spec.app, resources(i), node);
+                // Recorded with its priority and constraints, so that later decisions respect
+                // them and preemption knows what it may evict. Instances on nodes that are gone
+                // hold nothing; node loss is handled elsewhere.
+                let _ = cluster.place_request(&request(world, &o.key(), i), node);
             }
             Some(_) => {}
             None if !i.spec.stop => pending.push((o.key(), i.clone())),
             None => {}
         }
     }
-    // Oldest first: fair to those that waited longest.
+    // Oldest first (the scheduler orders by priority, and by fairness between tenants).
     pending.sort_by_key(|(_, i)| i.metadata.created_revision);
-    let app_strategy =
-        |world: &World, i: &Instance| -> (Strategy, std::collections::BTreeMap<String, String>) {
-            match world.get(&crate::api::key(
-                Kind::App,
-                &i.metadata.namespace,
-                &i.spec.app,
-            )) {
-                Some(Object::App(a)) => (
-                    match a.spec.strategy {
-                        PlacementStrategy::Spread => Strategy::Spread,
-                        PlacementStrategy::BinPack => Strategy::BinPack,
-                    },
-                    a.spec.node_selector.clone(),
-                ),
-                _ => (Strategy::Spread, Default::default()),
-            }
-        };
     let batch: Vec<Request> = pending
         .iter()
-        .map(|(key, i)| {
-            let (strategy, node_selector) = app_strategy(world, i);
-            Request {
-                id: key.clone(),
-                app: format!("{}/{}", i.metadata.namespace, i.spec.app),
-                resources: resources(i),
-                node_selector,
-                strategy,
-                ..Default::default()
-            }
-        })
+        .map(|(key, i)| request(world, key, i))
         .collect();
     let decisions = cluster.schedule(&batch);
     for ((key, _), decision) in pending.iter().zip(decisions) {

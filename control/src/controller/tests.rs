@@ -13,6 +13,8 @@ fn app(replicas: u32) -> Object {
             replicas,
             strategy: PlacementStrategy::Spread,
             node_selector: BTreeMap::new(),
+            priority: 0,
+            constraints: vec![],
             update_strategy: UpdateStrategy::default(),
             revision_history_limit: 10,
             template: Template {
@@ -455,4 +457,70 @@ fn lost_node_leaves_endpoints_then_its_instances_move() {
     assert_eq!(inst.len(), 2, "{inst:?}");
     assert!(inst.iter().all(|i| i.spec.node.as_deref() == Some("b")));
     assert_eq!(endpoints(&w).len(), 2);
+}
+
+fn named_app(name: &str, replicas: u32, cpu: &str, priority: i32) -> Object {
+    let mut o = app(replicas);
+    if let Object::App(a) = &mut o {
+        a.metadata.name = name.into();
+        a.spec.priority = priority;
+        a.spec.template.resources.cpu = cpu.into();
+    }
+    o
+}
+
+#[test]
+fn constraints_reach_the_scheduler() {
+    let mut names = names();
+    let mut o = app(3);
+    if let Object::App(a) = &mut o {
+        a.spec.constraints = vec![PlacementConstraint::MaxPer {
+            topology: "node".into(),
+            max: 1,
+        }];
+    }
+    let mut w = World::new([o, node("n1"), node("n2")]);
+    settle(&mut w, &mut names);
+    let inst = instances(&w);
+    let mut placed: Vec<_> = inst.iter().filter_map(|i| i.spec.node.clone()).collect();
+    placed.sort();
+    assert_eq!(placed, ["n1", "n2"], "one per node");
+    let refused = inst
+        .iter()
+        .find(|i| i.spec.node.is_none())
+        .expect("a third waits");
+    assert!(
+        refused
+            .status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("0/2 nodes available"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn higher_priority_preempts_lower() {
+    let mut names = names();
+    // n1 has 2000m: the batch app takes all of it.
+    let mut w = World::new([named_app("batch", 2, "1000m", 0), node("n1")]);
+    let mut port = 31000;
+    settle(&mut w, &mut names);
+    agent_step(&mut w, &mut port);
+    settle(&mut w, &mut names);
+    assert!(instances(&w).iter().all(|i| i.spec.node.is_some()));
+    w.put(named_app("web", 1, "1000m", 100));
+    settle(&mut w, &mut names);
+    let inst = instances(&w);
+    let web = inst
+        .iter()
+        .find(|i| i.spec.app == "web")
+        .expect("web instance");
+    assert_eq!(web.spec.node.as_deref(), Some("n1"), "placed by preemption");
+    let stopped: Vec<_> = inst
+        .iter()
+        .filter(|i| i.spec.app == "batch" && i.spec.stop)
+        .collect();
+    assert_eq!(stopped.len(), 1, "one victim is enough");
 }
