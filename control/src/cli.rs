@@ -202,6 +202,18 @@ pub enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+    /// Serve a zone file with the DNS server alone (reloads it on SIGHUP).
+    Dns {
+        /// The zone: YAML or JSON (berth_dns::Zone).
+        #[arg(long)]
+        zone: PathBuf,
+        /// Addresses to serve on, UDP and TCP (repeatable).
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        listen: Vec<SocketAddr>,
+        /// UDP workers, one SO_REUSEPORT socket and thread each.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
     /// Manage API tokens (admin).
     Token {
         /// What to do.
@@ -579,6 +591,28 @@ pub async fn run(cli: Cli) -> Result<()> {
             let client = client()?;
             client.scale(&namespace, &app, replicas).await?;
             println!("App {namespace}/{app} scaled to {replicas}");
+            Ok(())
+        }
+        Command::Dns {
+            zone,
+            listen,
+            workers,
+        } => {
+            let listeners = berth_dns::DnsServer::bind(&listen, workers.max(1))
+                .with_context(|| format!("binding DNS on {listen:?}"))?;
+            let addrs: Vec<String> = listeners
+                .local_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            println!(
+                "berth dns: {} on {} (udp and tcp), {} worker(s); SIGHUP reloads it",
+                zone.display(),
+                addrs.join(", "),
+                workers.max(1)
+            );
+            berth_dns::run_listeners_from_file(&zone, listeners, crate::signals::terminated())
+                .await?;
             Ok(())
         }
         Command::Token {

@@ -2,6 +2,7 @@
 
 mod auth;
 mod dev;
+mod dns_cli;
 mod nodes;
 mod observe;
 mod probes;
