@@ -213,6 +213,9 @@ pub enum Command {
         /// UDP workers, one SO_REUSEPORT socket and thread each.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
     },
     /// Manage API tokens (admin).
     Token {
@@ -597,6 +600,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             zone,
             listen,
             workers,
+            metrics,
         } => {
             let listeners = berth_dns::DnsServer::bind(&listen, workers.max(1))
                 .with_context(|| format!("binding DNS on {listen:?}"))?;
@@ -611,8 +615,47 @@ pub async fn run(cli: Cli) -> Result<()> {
                 addrs.join(", "),
                 workers.max(1)
             );
-            berth_dns::run_listeners_from_file(&zone, listeners, crate::signals::terminated())
-                .await?;
+            let server = berth_dns::DnsServer::new(berth_dns::load_zone_file(&zone)?)
+                .with_context(|| format!("zone {}", zone.display()))?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            if let Some(addr) = metrics {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics on {addr}"))?;
+                println!(
+                    "berth dns: metrics on http://{}/metrics",
+                    listener.local_addr()?
+                );
+                let dns = server.clone();
+                tokio::spawn(crate::http_util::serve(
+                    listener,
+                    move |req| {
+                        let dns = dns.clone();
+                        async move {
+                            if req.uri().path() == "/metrics" {
+                                crate::http_util::respond(
+                                    http::StatusCode::OK,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                    dns.metrics_text(),
+                                )
+                            } else {
+                                crate::http_util::respond(
+                                    http::StatusCode::NOT_FOUND,
+                                    "text/plain",
+                                    "GET /metrics\n",
+                                )
+                            }
+                        }
+                    },
+                    stop.clone(),
+                    Duration::from_secs(1),
+                ));
+            }
+            let served =
+                berth_dns::serve_zone_file(server, &zone, listeners, crate::signals::terminated())
+                    .await;
+            stop.cancel();
+            served?;
             Ok(())
         }
         Command::Token {

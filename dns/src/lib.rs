@@ -44,6 +44,6 @@ mod zone;
 pub use answer::Transport;
 pub use error::ZoneError;
 pub use forward::{ForwardConfig, parse_resolv_conf};
-pub use run::{RunError, load_zone_file, run_from_file, run_listeners_from_file};
+pub use run::{RunError, load_zone_file, run_from_file, run_listeners_from_file, serve_zone_file};
 pub use server::{DnsServer, Listeners};
 pub use zone::{EndpointRecord, PortRecord, Protocol, ServiceRecord, Zone};

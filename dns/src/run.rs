@@ -110,6 +110,17 @@ pub async fn run_listeners_from_file(
         path: path.to_owned(),
         source,
     })?;
+    serve_zone_file(server, path, listeners, shutdown).await
+}
+
+/// Serves `server` (built from the zone file at `path`) on `listeners`, reloading the file on
+/// SIGHUP, until `shutdown`. The caller keeps a clone of the server, e.g. for its metrics.
+pub async fn serve_zone_file(
+    server: DnsServer,
+    path: &Path,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     let mut hangup = signal(SignalKind::hangup())?;
     let reloader = {
         let server = server.clone();

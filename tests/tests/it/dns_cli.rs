@@ -20,12 +20,22 @@ fn serves_a_zone_file_and_reloads_it_on_sighup() -> Result<()> {
     let file = dir.path().join("zone.yaml");
     std::fs::write(&file, zone("10.1.0.5"))?;
     let mut child = Command::new(berth_bin())
-        .args(["dns", "--listen", "127.0.0.1:0", "--zone"])
+        .args([
+            "dns",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--zone",
+        ])
         .arg(&file)
         .stdout(Stdio::piped())
         .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().context("stdout")?);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    out.read_line(&mut line)?;
+    let mut metrics_line = String::new();
+    out.read_line(&mut metrics_line)?;
     let addr = line
         .split(" on ")
         .nth(1)
@@ -49,7 +59,18 @@ fn serves_a_zone_file_and_reloads_it_on_sighup() -> Result<()> {
         )?;
         wait_for(Duration::from_secs(5), "reloaded zone", || {
             (a(addr).as_deref() == Some("10.1.0.6")).then_some(())
-        })
+        })?;
+        let metrics: std::net::SocketAddr = metrics_line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("no metrics address in {metrics_line:?}"))?;
+        let (status, body) = berth_tests::http_get(metrics, "x", "/metrics")?;
+        assert_eq!(status, 200);
+        assert!(body.contains("berth_dns_queries_total{"), "{body}");
+        assert!(body.contains("berth_dns_zone_revision 2"), "{body}");
+        Ok(())
     })();
     let _ = child.kill();
     let _ = child.wait();
