@@ -9,3 +9,4 @@ mod probes;
 mod rollout;
 mod store;
 mod tls;
+mod watch;
