@@ -17,10 +17,178 @@ pub struct Config {
     /// Upstream clusters referenced by routes.
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// Listeners that [`crate::run_from_file`] binds; [`crate::Proxy`] itself ignores them
+    /// beyond validation (its callers hand it bound sockets).
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// The admin listener (metrics, config and endpoint dumps), if any.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// Certificates for TLS listeners, chosen by SNI.
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+    /// Bounds on what clients can make a listener hold; they apply to listeners started
+    /// after the config is applied.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Resource bounds of every listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Open client connections per listener at most, default 10000; accepting pauses at the
+    /// bound and the backlog queues in the kernel.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Request head size at most in bytes, default 65536.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time allowed to receive a request head in milliseconds (slowloris bound), default
+    /// 10000; a connection that exceeds it is closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// How long open connections may take to finish after their listener stops, in
+    /// milliseconds, default 5000.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
+}
+
+fn default_drain_timeout_ms_cluster() -> u64 {
+    30_000
+}
+
+fn default_udp_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    5_000
+}
+
+/// A socket the proxy accepts connections on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Name, unique among listeners; in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// What is spoken on it.
+    pub protocol: ListenerProtocol,
+    /// For `tcp`: the cluster every connection goes to, to one endpoint chosen by the
+    /// cluster's LB policy (`ring_hash`/`maglev` hash the client's IP address). Not allowed
+    /// for `http`, which serves every virtual host.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// For `tcp`: send a PROXY protocol header of this version to the upstream first.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// For `udp`: a session ends after this many milliseconds without a datagram either way,
+    /// default 60000.
+    #[serde(default = "default_udp_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Terminate TLS (1.2 and 1.3) on this listener (`http` only).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS termination on a listener. The certificate is chosen per handshake by SNI from the
+/// config's `certificates`: exact domain, then a wildcard for the parent domain (one label,
+/// as X.509 allows), then `default_certificate`.
+/// A config update swaps the certificates for new handshakes; open connections keep theirs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Name of the certificate served when SNI is absent or matches no domain; without it
+    /// such handshakes fail.
+    #[serde(default)]
+    pub default_certificate: Option<String>,
+    /// PEM bundle of CAs; when set, clients must present a certificate one of them signed.
+    #[serde(default)]
+    pub client_ca_pem: Option<String>,
+}
+
+/// A certificate chain and its private key, PEM, inline or from files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Name, unique among certificates; listeners name their default by it.
+    pub name: String,
+    /// Domains it is served for: exact ("app.example.com") or wildcard ("*.example.com").
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The chain, leaf first, PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1). Never shown by the admin dump.
+    #[serde(default, skip_serializing)]
+    pub key_pem: Option<String>,
+    /// Read the chain from this file instead, at each (re)load.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Read the key from this file instead, at each (re)load.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The protocol of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and h2c (L7): every virtual host is served.
+    Http,
+    /// Plain TCP (L4), spliced to one endpoint of [`Listener::cluster`].
+    Tcp,
+    /// UDP: a session per client address, relayed to one endpoint of [`Listener::cluster`]
+    /// until idle for [`Listener::idle_timeout_ms`].
+    Udp,
+}
+
+/// PROXY protocol version sent to upstreams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocol {
+    /// The text header ("PROXY TCP4 ...\r\n").
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// The admin listener: `/metrics` (Prometheus), `/config` (live config as JSON), `/endpoints`
+/// (per-endpoint state as JSON), `/ready`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address to bind; keep it on loopback or a management network.
+    pub address: SocketAddr,
 }
 
 /// A set of domains sharing one route table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualHost {
     /// Name, unique among virtual hosts; used in errors and logs.
@@ -51,6 +219,15 @@ pub struct Route {
     pub cluster: String,
 }
 
+impl Default for Route {
+    fn default() -> Self {
+        Self {
+            path_prefix: default_prefix(),
+            cluster: String::new(),
+        }
+    }
+}
+
 /// A named group of interchangeable upstream endpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +244,261 @@ pub struct Cluster {
     /// Connect timeout in milliseconds, default 1000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Where `ring_hash` and `maglev` take the request's key from; default the client's IP
+    /// address. A request without the key (header or cookie absent) gets a random endpoint.
+    #[serde(default)]
+    pub hash_policy: HashPolicy,
+    /// Time from sending the request to receiving the response head, in milliseconds; past it
+    /// the client gets 504. 0 disables it. Default 15000 (Envoy's route default).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// What the endpoints speak: `http1` (default) or `h2` (HTTP/2 with prior knowledge,
+    /// multiplexing every request of the cluster over one connection per endpoint).
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// How long responses from a removed endpoint may keep streaming, in milliseconds,
+    /// default 30000; then they are cut. New requests stop at once on removal.
+    #[serde(default = "default_drain_timeout_ms_cluster")]
+    pub drain_timeout_ms: u64,
+    /// When a failed request is sent again, to another endpoint.
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    /// Passive health: endpoints that fail in a row are ejected for a while. On by default.
+    #[serde(default = "default_outlier_detection")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Active health checks; none by default (endpoints count as healthy).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Cookie-based session affinity, on top of the LB policy (which picks the first
+    /// endpoint of a session and the next one when the pinned endpoint is gone).
+    #[serde(default)]
+    pub sticky: Option<StickySessions>,
+}
+
+/// Passive outlier detection: consecutive failures (connect errors, resets, timeouts, 5xx)
+/// eject an endpoint for `base_ejection_ms` times the number of its ejections so far, capped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject, default 5.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection time in milliseconds, default 10000.
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u64,
+    /// Longest ejection in milliseconds, default 300000.
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u64,
+    /// Share of the cluster's endpoints that may be ejected at once, in percent, default 50;
+    /// one endpoint may always be ejected.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            base_ejection_ms: default_base_ejection_ms(),
+            max_ejection_ms: default_max_ejection_ms(),
+            max_ejection_percent: default_max_ejection_percent(),
+        }
+    }
+}
+
+#[expect(clippy::unnecessary_wraps, reason = "serde default of an Option field")]
+fn default_outlier_detection() -> Option<OutlierDetection> {
+    Some(OutlierDetection::default())
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+
+fn default_base_ejection_ms() -> u64 {
+    10_000
+}
+
+fn default_max_ejection_ms() -> u64 {
+    300_000
+}
+
+fn default_max_ejection_percent() -> u32 {
+    50
+}
+
+/// Active health checking of every endpoint of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Time between checks of one endpoint in milliseconds, default 5000.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Time a check may take in milliseconds, default 1000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Passing checks in a row that make a down endpoint healthy, default 2.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failing checks in a row that take an endpoint down, default 3.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// `GET` this path and expect a 2xx or 3xx answer; without it the check is a TCP connect.
+    #[serde(default)]
+    pub http_path: Option<String>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_connect_timeout_ms(),
+            healthy_threshold: default_healthy_threshold(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+            http_path: None,
+        }
+    }
+}
+
+fn default_interval_ms() -> u64 {
+    5_000
+}
+
+fn default_healthy_threshold() -> u32 {
+    2
+}
+
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Hard cookie affinity: the cookie holds an HMAC-signed endpoint identity (no address) and
+/// its expiry; a forged, expired or unknown cookie is ignored and replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySessions {
+    /// Cookie name, default "berth_sticky".
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// Cookie path, default "/".
+    #[serde(default = "default_prefix")]
+    pub path: String,
+    /// Lifetime in seconds, default 3600; 0 makes a session cookie that the proxy honours
+    /// for 24 hours at most.
+    #[serde(default = "default_ttl_s")]
+    pub ttl_s: u64,
+    /// HMAC key (any string, at least 16 bytes). Proxies that must honour each other's
+    /// cookies share it. Empty: a random key per proxy process and cluster. Never shown by
+    /// the admin dump.
+    #[serde(default, skip_serializing)]
+    pub secret: String,
+    /// Add the `Secure` attribute (send over HTTPS only), default false.
+    #[serde(default)]
+    pub secure: bool,
+}
+
+impl Default for StickySessions {
+    fn default() -> Self {
+        Self {
+            cookie_name: default_cookie_name(),
+            path: default_prefix(),
+            ttl_s: default_ttl_s(),
+            secret: String::new(),
+            secure: false,
+        }
+    }
+}
+
+fn default_cookie_name() -> String {
+    "berth_sticky".to_owned()
+}
+
+fn default_ttl_s() -> u64 {
+    3600
+}
+
+/// The protocol spoken to a cluster's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext (h2c, prior knowledge).
+    H2,
+}
+
+/// Retries: a connect failure is always retried (no byte of the request left); a reset or a
+/// 5xx answer is retried only for idempotent methods whose body was not sent yet, and only
+/// within the retry budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries per request at most, default 2; 0 disables retries.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Retry idempotent requests answered with a 5xx status, default true.
+    #[serde(default = "yes")]
+    pub on_5xx: bool,
+    /// Retries (other than after connect failures) in flight at most, as a percentage of the
+    /// cluster's requests in flight, default 20 (Envoy's retry budget).
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// Retries always allowed in flight whatever the budget says, default 3.
+    #[serde(default = "default_min_retry_concurrency")]
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: default_max_retries(),
+            on_5xx: true,
+            budget_percent: default_budget_percent(),
+            min_retry_concurrency: default_min_retry_concurrency(),
+        }
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            lb_policy: LbPolicy::default(),
+            endpoints: Vec::new(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            hash_policy: HashPolicy::default(),
+            request_timeout_ms: default_request_timeout_ms(),
+            retries: RetryPolicy::default(),
+            drain_timeout_ms: default_drain_timeout_ms_cluster(),
+            upstream_protocol: UpstreamProtocol::default(),
+            sticky: None,
+            outlier_detection: default_outlier_detection(),
+            health_check: None,
+        }
+    }
+}
+
+/// What a hashing LB policy hashes: `{from: source_ip}`, `{from: header, name: x-user}`,
+/// `{from: cookie, name: session}` or `{from: path}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashPolicy {
+    /// The client's IP address (source-IP affinity); the only key on TCP listeners.
+    #[default]
+    SourceIp,
+    /// The value of a request header.
+    Header {
+        /// Header name.
+        name: String,
+    },
+    /// The value of a cookie.
+    Cookie {
+        /// Cookie name.
+        name: String,
+    },
+    /// The request path, query excluded.
+    Path,
 }
 
 /// Load-balancing policy of a cluster.
@@ -76,6 +508,18 @@ pub enum LbPolicy {
     /// Smooth weighted round robin (nginx's algorithm): weights honoured, picks interleaved.
     #[default]
     RoundRobin,
+    /// Power of two choices: of two random endpoints, the one with fewer requests in flight
+    /// relative to its weight. In-flight counts survive config updates.
+    LeastRequest,
+    /// Weighted random.
+    Random,
+    /// Consistent hashing on a ketama-compatible ring (libketama's MD5 points), keyed by
+    /// [`Cluster::hash_policy`]: removing one of N endpoints moves about 1/N of the keys.
+    RingHash,
+    /// Maglev consistent hashing (lookup table of 65537 entries), keyed by
+    /// [`Cluster::hash_policy`]: faster lookups and more even spread than the ring, slightly
+    /// more keys moved on change.
+    Maglev,
 }
 
 /// One upstream address.
@@ -102,6 +546,26 @@ fn default_prefix() -> String {
 
 fn default_connect_timeout_ms() -> u64 {
     1000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    15_000
+}
+
+fn default_max_retries() -> u32 {
+    2
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_budget_percent() -> u32 {
+    20
+}
+
+fn default_min_retry_concurrency() -> u32 {
+    3
 }
 
 fn one() -> u32 {
@@ -132,12 +596,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_rejected() {
-        assert!(serde_json::from_str::<Config>(r#"{"listeners":[]}"#).is_err());
+        assert!(serde_json::from_str::<Config>(r#"{"listener":[]}"#).is_err());
         assert!(
             serde_json::from_str::<Cluster>(r#"{"name":"c","endpoint":[]}"#).is_err(),
             "typo of a field must not be silently ignored"
         );
-        assert!(serde_json::from_str::<LbPolicy>(r#""least_request""#).is_err());
+        assert!(serde_json::from_str::<LbPolicy>(r#""least_requests""#).is_err());
         assert_eq!(
             serde_json::from_str::<LbPolicy>(r#""round_robin""#).unwrap(),
             LbPolicy::RoundRobin

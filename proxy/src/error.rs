@@ -84,6 +84,44 @@ pub enum ConfigError {
         /// The cluster.
         cluster: String,
     },
+    /// Two listeners share a name.
+    #[error("duplicate listener {listener:?}")]
+    DuplicateListener {
+        /// The repeated name.
+        listener: String,
+    },
+    /// Two listeners (or a listener and the admin listener) share an address.
+    #[error("listener {listener:?} binds {address}, which another listener already binds")]
+    DuplicateListenerAddress {
+        /// The listener named second.
+        listener: String,
+        /// The address.
+        address: SocketAddr,
+    },
+    /// A certificate or CA bundle cannot be used.
+    #[error("certificate {certificate:?}: {reason}")]
+    Certificate {
+        /// The certificate's name (or the listener's, for a client CA bundle).
+        certificate: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listener's fields do not fit its protocol.
+    #[error("listener {listener:?}: {reason}")]
+    InvalidListener {
+        /// The listener.
+        listener: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A TCP listener names a cluster that is not configured.
+    #[error("listener {listener:?} names unknown cluster {cluster:?}")]
+    ListenerUnknownCluster {
+        /// The listener.
+        listener: String,
+        /// The missing cluster.
+        cluster: String,
+    },
     /// An endpoint address that cannot be written as a request authority.
     #[error("endpoint {address} of cluster {cluster:?} cannot be used as an HTTP authority")]
     UnsupportedAddress {

@@ -1,8 +1,13 @@
-//! berth's per-node L7 HTTP reverse proxy.
+//! berth's per-node L4/L7 proxy.
 //!
 //! Virtual hosts are chosen by the request's host, routes by the longest path prefix, and each
-//! route sends to a cluster whose endpoints are balanced by smooth weighted round robin. The
-//! routing state lives in an immutable snapshot behind an [`arc_swap::ArcSwap`]: every request
+//! route sends to a cluster whose endpoints are balanced by its LB policy (smooth weighted
+//! round robin, least request, random, ketama ring hash, maglev), optionally with sticky
+//! cookies, active health checks, outlier ejection, retries within a budget and timeouts.
+//! TLS is terminated with rustls (certificates by SNI). TCP and UDP listeners forward whole
+//! connections or sessions to a cluster the same way. [`run_from_file`] runs it all from a
+//! YAML or JSON file, with an admin listener for metrics and state dumps. The routing state
+//! lives in an immutable snapshot behind an [`arc_swap::ArcSwap`]: every request
 //! does one `load()` and sees one consistent set of routes, endpoints and balancer state, while
 //! [`Proxy::apply`] and [`Proxy::update_endpoints`] build the next snapshot off the request path
 //! and swap it in.
@@ -22,7 +27,9 @@
 //!         lb_policy: LbPolicy::RoundRobin,
 //!         endpoints: vec![Endpoint::new("127.0.0.1:8080".parse()?)],
 //!         connect_timeout_ms: 1000,
+//!         ..Cluster::default()
 //!     }],
+//!     ..Config::default()
 //! })?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! proxy.serve_http(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
@@ -31,22 +38,42 @@
 //! ```
 //!
 //! Layout: `config` is inert serde data; `snapshot` validates and builds it; `balance` picks
-//! endpoints; `http` handles one request; `server` accepts and drains connections; `upstream`
-//! holds the per-cluster connection pools.
+//! endpoints; `health` and `checker` decide which are usable; `sticky` signs affinity
+//! cookies; `http` handles one request; `server` accepts and drains connections (`tls`
+//! terminates TLS); `tcp` and `udp` are the L4 listeners (`proxy_protocol` writes PROXY
+//! headers); `upstream` holds the per-cluster connection pools; `run` binds listeners from a
+//! file and reloads it; `admin` and `metrics` are the admin listener.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout)]
 
+mod admin;
 mod balance;
+mod checker;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod health;
 mod http;
+mod metrics;
 mod proxy;
+mod proxy_protocol;
+mod run;
 mod server;
 mod snapshot;
+mod sticky;
+mod tcp;
+mod tls;
+mod udp;
 mod upstream;
 
-pub use config::{Cluster, Config, Endpoint, LbPolicy, Route, VirtualHost};
+pub use config::{
+    Admin, Certificate, Cluster, Config, Endpoint, HashPolicy, HealthCheck, LbPolicy, Limits,
+    Listener, ListenerProtocol, ListenerTls, OutlierDetection, ProxyProtocol, RetryPolicy, Route,
+    StickySessions, UpstreamProtocol, VirtualHost,
+};
 pub use error::ConfigError;
 pub use proxy::Proxy;
+pub use run::{RunError, load_config, run_from_file};

@@ -33,14 +33,14 @@ pub(crate) struct Limits {
     pub(crate) drain_timeout: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl From<&crate::config::Limits> for Limits {
+    fn from(limits: &crate::config::Limits) -> Self {
         Self {
-            max_connections: 10_000,
-            max_header_bytes: 64 * 1024,
-            header_read_timeout: Duration::from_secs(10),
+            max_connections: limits.max_connections.max(1),
+            max_header_bytes: limits.max_header_bytes.max(1024),
+            header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms.max(1)),
             max_concurrent_streams: 256,
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_millis(limits.drain_timeout_ms),
         }
     }
 }
@@ -52,15 +52,18 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) async fn serve_http(
     proxy: Proxy,
     listener: TcpListener,
+    name: Arc<str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> io::Result<()> {
-    let limits = proxy.limits().clone();
+    let limits = proxy.limits();
     let builder = builder(&limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let listener_metrics = proxy.metrics().listener(&name);
     let mut connections = JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving http");
+        tracing::info!(%addr, listener = &*name, "serving http");
     }
 
     loop {
@@ -94,24 +97,52 @@ pub(crate) async fn serve_http(
             tracing::debug!(%error, %client, "set_nodelay failed");
         }
 
+        let open = listener_metrics.connection();
         let service_proxy = proxy.clone();
+        let secure = tls.is_some();
         let service = service_fn(move |request| {
             let proxy = service_proxy.clone();
             async move {
-                let response = http::handle(proxy.snapshots(), request, client).await;
+                let response = http::handle(&proxy, request, client, secure).await;
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    // The handshake is bounded like a request head: a slow client holds nothing.
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(connection.into_owned()).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%client, %error, "tls handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%client, "tls handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = result {
                 let error = &*error as &dyn std::error::Error;
                 tracing::debug!(%client, error, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
 

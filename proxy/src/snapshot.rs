@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, ListenerProtocol};
 use crate::error::ConfigError;
 
 pub(crate) use cluster::ClusterEntry;
@@ -32,6 +32,7 @@ pub(crate) struct Snapshot {
 /// Everything but the clusters; shared by snapshots that differ only in endpoints.
 #[derive(Debug)]
 struct Routing {
+    certificates: crate::tls::CertTable,
     hosts: HostTable,
     virtual_hosts: Box<[VirtualHostEntry]>,
     /// Cluster name to index in [`Snapshot::clusters`].
@@ -65,9 +66,79 @@ impl Snapshot {
                     cluster: cluster.name.clone(),
                 });
             }
-            let prev = prev.and_then(|p| p.cluster(&name));
+            let prev = prev.and_then(|p| p.cluster(&name)).map(|c| &**c);
             clusters.push(Arc::new(ClusterEntry::build(name.clone(), cluster, prev)?));
             cluster_index.insert(name, clusters.len() - 1);
+        }
+
+        let mut listener_names = ahash::AHashSet::with_capacity(config.listeners.len());
+        let mut addresses = ahash::AHashSet::with_capacity(config.listeners.len() + 1);
+        addresses.extend(config.admin.as_ref().map(|a| a.address));
+        for listener in &config.listeners {
+            if !listener_names.insert(listener.name.as_str()) {
+                return Err(ConfigError::DuplicateListener {
+                    listener: listener.name.clone(),
+                });
+            }
+            if !addresses.insert(listener.address) {
+                return Err(ConfigError::DuplicateListenerAddress {
+                    listener: listener.name.clone(),
+                    address: listener.address,
+                });
+            }
+            let invalid = |reason| ConfigError::InvalidListener {
+                listener: listener.name.clone(),
+                reason,
+            };
+            match (&listener.protocol, &listener.cluster) {
+                (ListenerProtocol::Tcp | ListenerProtocol::Udp, None) => {
+                    return Err(invalid("a tcp or udp listener needs a cluster"));
+                }
+                (ListenerProtocol::Udp, Some(_)) if listener.proxy_protocol.is_some() => {
+                    return Err(invalid("proxy_protocol is only for tcp listeners"));
+                }
+                (ListenerProtocol::Tcp | ListenerProtocol::Udp, Some(cluster))
+                    if !cluster_index.contains_key(cluster.as_str()) =>
+                {
+                    return Err(ConfigError::ListenerUnknownCluster {
+                        listener: listener.name.clone(),
+                        cluster: cluster.clone(),
+                    });
+                }
+                (ListenerProtocol::Http, Some(_)) => {
+                    return Err(invalid(
+                        "an http listener routes by virtual host and takes no cluster",
+                    ));
+                }
+                (ListenerProtocol::Http, None) if listener.proxy_protocol.is_some() => {
+                    return Err(invalid("proxy_protocol is only for tcp listeners"));
+                }
+                _ => {}
+            }
+        }
+
+        let certificates = crate::tls::CertTable::build(&config.certificates)?;
+        for listener in &config.listeners {
+            let Some(tls) = &listener.tls else { continue };
+            if listener.protocol != ListenerProtocol::Http {
+                return Err(ConfigError::InvalidListener {
+                    listener: listener.name.clone(),
+                    reason: "tls is only supported on http listeners",
+                });
+            }
+            if let Some(default) = &tls.default_certificate
+                && !certificates.contains(default)
+            {
+                return Err(ConfigError::Certificate {
+                    certificate: default.clone(),
+                    reason: format!(
+                        "named as default by listener {:?} but not configured",
+                        listener.name
+                    ),
+                });
+            }
+            // Validates the client CA bundle now, so that a bad one is refused with the rest.
+            crate::tls::server_config(crate::proxy::WeakProxy::dangling(), &listener.name, tls)?;
         }
 
         let mut hosts = HostTable::default();
@@ -96,6 +167,7 @@ impl Snapshot {
         Ok(Self {
             revision: prev.map_or(1, |p| p.revision + 1),
             routing: Arc::new(Routing {
+                certificates,
                 hosts,
                 virtual_hosts: virtual_hosts.into_boxed_slice(),
                 cluster_index,
@@ -142,9 +214,20 @@ impl Snapshot {
         Ok((&vhost.name, &self.clusters[cluster]))
     }
 
-    fn cluster(&self, name: &str) -> Option<&ClusterEntry> {
+    /// The cluster of this name.
+    pub(crate) fn cluster(&self, name: &str) -> Option<&Arc<ClusterEntry>> {
         let &index = self.routing.cluster_index.get(name)?;
         Some(&self.clusters[index])
+    }
+
+    /// The certificates for TLS listeners.
+    pub(crate) fn certificates(&self) -> &crate::tls::CertTable {
+        &self.routing.certificates
+    }
+
+    /// Every cluster, in config order.
+    pub(crate) fn clusters(&self) -> &[Arc<ClusterEntry>] {
+        &self.clusters
     }
 }
 
@@ -164,7 +247,7 @@ mod tests {
             name: name.into(),
             lb_policy: LbPolicy::RoundRobin,
             endpoints: ports.iter().map(|&p| Endpoint::new(addr(p))).collect(),
-            connect_timeout_ms: 1000,
+            ..Cluster::default()
         }
     }
 
@@ -200,6 +283,7 @@ mod tests {
                 ),
             ],
             clusters: vec![cluster("a", &[1]), cluster("b", &[2]), cluster("c", &[3])],
+            ..Config::default()
         }
     }
 
@@ -390,6 +474,6 @@ mod tests {
             "a repeated address is one endpoint"
         );
         let empty = first.with_endpoints("b", vec![]).unwrap();
-        assert!(empty.clusters[1].balancer.pick().is_none());
+        assert!(empty.clusters[1].balancer.pick(None).is_none());
     }
 }

@@ -19,8 +19,9 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// keeps its warm connections across snapshot swaps.
 pub(crate) type Upstream = Client<HttpConnector, RequestBody>;
 
-/// A new, empty pool whose connections time out after `connect_timeout`.
-pub(crate) fn upstream(connect_timeout: Duration) -> Upstream {
+/// A new, empty pool whose connections time out after `connect_timeout`; `h2` speaks HTTP/2
+/// with prior knowledge.
+pub(crate) fn upstream(connect_timeout: Duration, h2: bool) -> Upstream {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
@@ -29,5 +30,7 @@ pub(crate) fn upstream(connect_timeout: Duration) -> Upstream {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
+        .http2_only(h2)
+        .timer(TokioTimer::new())
         .build(connector)
 }

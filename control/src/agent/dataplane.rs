@@ -78,6 +78,7 @@ pub fn proxy_config(routes: &Cache, endpoints: &Cache) -> berth_proxy::Config {
                     lb_policy: berth_proxy::LbPolicy::default(),
                     endpoints: eps,
                     connect_timeout_ms: 1000,
+                    ..Default::default()
                 }
             });
             vroutes.push(berth_proxy::Route {
@@ -94,6 +95,7 @@ pub fn proxy_config(routes: &Cache, endpoints: &Cache) -> berth_proxy::Config {
     berth_proxy::Config {
         virtual_hosts,
         clusters: clusters.into_values().collect(),
+        ..Default::default()
     }
 }
 

@@ -30,13 +30,21 @@ pub(crate) enum ProxyError {
     NoRoute,
     #[error("method not supported by the proxy")]
     MethodNotSupported,
-    #[error("cluster has no endpoints")]
+    #[error("cluster has no healthy endpoint")]
     NoHealthyUpstream,
     #[error("connecting to upstream {address} failed")]
     Connect {
         address: SocketAddr,
         #[source]
         source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {address} sent no response head within the request timeout")]
+    Timeout { address: SocketAddr },
+    /// A 5xx answer held back for a retry; if none can be made, the client gets it as is.
+    #[error("upstream {address} answered {}", response.status())]
+    Status {
+        address: SocketAddr,
+        response: Box<http::Response<hyper::body::Incoming>>,
     },
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -58,6 +66,24 @@ impl ProxyError {
         }
     }
 
+    /// The answer for the client: a held-back 5xx response goes through as is.
+    pub(crate) fn into_result(
+        self,
+        in_flight: crate::balance::InFlight,
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            SocketAddr,
+            crate::balance::InFlight,
+        ),
+        Self,
+    > {
+        match self {
+            Self::Status { address, response } => Ok((*response, address, in_flight)),
+            other => Err(other),
+        }
+    }
+
     /// Whether the request may be sent again elsewhere: true only if no byte of it left.
     pub(crate) fn retry_safe(&self) -> bool {
         matches!(self, Self::Connect { .. })
@@ -68,7 +94,10 @@ impl ProxyError {
             Self::NoVirtualHost | Self::NoRoute | Self::MethodNotSupported => Fault::Downstream,
             Self::NoHealthyUpstream => Fault::Config,
             Self::Internal(_) => Fault::Internal,
-            Self::Connect { .. } | Self::Upstream { .. } => Fault::Upstream,
+            Self::Connect { .. }
+            | Self::Upstream { .. }
+            | Self::Timeout { .. }
+            | Self::Status { .. } => Fault::Upstream,
         }
     }
 
@@ -79,6 +108,8 @@ impl ProxyError {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Status { response, .. } => response.status(),
         }
     }
 
@@ -91,6 +122,8 @@ impl ProxyError {
             Self::Internal(_) => "internal proxy error\n",
             Self::Connect { .. } => "upstream connect error\n",
             Self::Upstream { .. } => "upstream error\n",
+            Self::Timeout { .. } => "upstream timeout\n",
+            Self::Status { .. } => "upstream error\n",
         }
     }
 

@@ -42,21 +42,29 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and X-Forwarded-Host.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-    let client = client.to_canonical().to_string();
-    let mut chain = Vec::new();
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    secure: bool,
+) {
+    use std::fmt::Write;
+    // One allocation, handed to the header value without a copy.
+    let mut chain = String::with_capacity(48);
     for value in headers.get_all(&X_FORWARDED_FOR) {
-        chain.extend_from_slice(value.as_bytes());
-        chain.extend_from_slice(b", ");
+        // Header values that are not visible ASCII are dropped from the chain.
+        if let Ok(value) = value.to_str() {
+            chain.push_str(value);
+            chain.push_str(", ");
+        }
     }
-    chain.extend_from_slice(client.as_bytes());
-    // Existing values are valid header bytes and an IP address is ASCII, so this only falls
-    // back if a peer sent something odd; then the chain restarts at the client.
-    let value = HeaderValue::from_bytes(&chain)
-        .or_else(|_| HeaderValue::from_str(&client))
+    let _ = write!(chain, "{}", client.to_canonical());
+    // Only visible ASCII went in, so this cannot fail; "unknown" keeps the header present.
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(chain))
         .unwrap_or(HeaderValue::from_static("unknown"));
     headers.insert(X_FORWARDED_FOR, value);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
@@ -129,7 +137,7 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("hello.localhost:8080");
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        add_forwarded(&mut h, mapped, Some(&host));
+        add_forwarded(&mut h, mapped, Some(&host), false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -137,7 +145,8 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
-        add_forwarded(&mut h, "::1".parse().unwrap(), None);
+        add_forwarded(&mut h, "::1".parse().unwrap(), None, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(!h.contains_key("x-forwarded-host"));
     }

@@ -7,9 +7,14 @@ use std::time::Duration;
 use ahash::AHashSet;
 use http::uri::Authority;
 
-use crate::balance::{Balancer, LbState};
-use crate::config::{Cluster, Endpoint, LbPolicy};
+use crate::balance::{Balancer, EndpointLoad, LbState, Weighted};
+use crate::config::{
+    Cluster, Endpoint, HashPolicy, HealthCheck, LbPolicy, OutlierDetection, RetryPolicy,
+    UpstreamProtocol,
+};
 use crate::error::ConfigError;
+use crate::health::now_ms;
+use crate::sticky::{EndpointId, StickyIndex, StickyKey};
 use crate::upstream::{self, Upstream};
 
 /// A cluster as one snapshot sees it.
@@ -22,8 +27,22 @@ pub(crate) struct ClusterEntry {
     pub(crate) lb_state: Arc<LbState>,
     /// Outlives swaps while the cluster keeps its name and connect timeout.
     pub(crate) upstream: Upstream,
-    policy: LbPolicy,
-    connect_timeout: Duration,
+    /// Where hashing policies take a request's key from.
+    pub(crate) hash_policy: HashPolicy,
+    /// Time allowed from sending a request to its response head; `None`: unbounded.
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) retries: RetryPolicy,
+    pub(crate) upstream_protocol: UpstreamProtocol,
+    /// How long responses from a removed endpoint may keep streaming.
+    pub(crate) drain_timeout: Duration,
+    pub(crate) outlier_detection: Option<OutlierDetection>,
+    pub(crate) health_check: Option<HealthCheck>,
+    /// Hot-path metrics of this entry, resolved at its first request.
+    pub(crate) metrics: std::sync::OnceLock<crate::metrics::ClusterMetrics>,
+    /// Cookie affinity: the key, and the endpoints by cookie id.
+    pub(crate) sticky: Option<(Arc<StickyKey>, StickyIndex)>,
+    pub(crate) policy: LbPolicy,
+    pub(crate) connect_timeout: Duration,
 }
 
 /// An endpoint with its request authority computed once, off the request path.
@@ -31,6 +50,11 @@ pub(crate) struct ClusterEntry {
 pub(crate) struct EndpointEntry {
     pub(crate) address: SocketAddr,
     pub(crate) authority: Authority,
+    pub(crate) weight: u32,
+    /// Outlives swaps while the cluster lists the address.
+    pub(crate) load: Arc<EndpointLoad>,
+    /// The endpoint's identity in sticky cookies, when the cluster has them.
+    pub(crate) sticky_id: Option<EndpointId>,
 }
 
 impl ClusterEntry {
@@ -48,17 +72,44 @@ impl ClusterEntry {
         let connect_timeout = Duration::from_millis(cluster.connect_timeout_ms);
         let lb_state = prev.map_or_else(|| Arc::new(LbState::new(&name)), |p| p.lb_state.clone());
         let upstream = match prev {
-            Some(p) if p.connect_timeout == connect_timeout => p.upstream.clone(),
-            _ => upstream::upstream(connect_timeout),
+            Some(p)
+                if p.connect_timeout == connect_timeout
+                    && p.upstream_protocol == cluster.upstream_protocol =>
+            {
+                p.upstream.clone()
+            }
+            _ => upstream::upstream(
+                connect_timeout,
+                cluster.upstream_protocol == UpstreamProtocol::H2,
+            ),
         };
-        let (endpoints, balancer) =
-            build_endpoints(&name, &cluster.endpoints, cluster.lb_policy, &lb_state)?;
+        let sticky_key = cluster.sticky.as_ref().map(|config| {
+            StickyKey::new(config, prev.and_then(|p| p.sticky.as_ref().map(|(k, _)| k)))
+        });
+        let (endpoints, balancer, sticky) = build_endpoints(
+            &name,
+            &cluster.endpoints,
+            cluster.lb_policy,
+            &lb_state,
+            prev.map_or(&[][..], |p| &p.endpoints),
+            sticky_key,
+        )?;
         Ok(Self {
             name,
             endpoints,
             balancer,
             lb_state,
             upstream,
+            hash_policy: cluster.hash_policy.clone(),
+            request_timeout: (cluster.request_timeout_ms > 0)
+                .then(|| Duration::from_millis(cluster.request_timeout_ms)),
+            retries: cluster.retries.clone(),
+            drain_timeout: Duration::from_millis(cluster.drain_timeout_ms),
+            upstream_protocol: cluster.upstream_protocol,
+            outlier_detection: cluster.outlier_detection.clone(),
+            health_check: cluster.health_check.clone(),
+            metrics: std::sync::OnceLock::new(),
+            sticky,
             policy: cluster.lb_policy,
             connect_timeout,
         })
@@ -66,29 +117,128 @@ impl ClusterEntry {
 
     /// The same cluster with other endpoints.
     pub(super) fn with_endpoints(&self, endpoints: Vec<Endpoint>) -> Result<Self, ConfigError> {
-        let (endpoints, balancer) =
-            build_endpoints(&self.name, &endpoints, self.policy, &self.lb_state)?;
+        let (endpoints, balancer, sticky) = build_endpoints(
+            &self.name,
+            &endpoints,
+            self.policy,
+            &self.lb_state,
+            &self.endpoints,
+            self.sticky.as_ref().map(|(key, _)| key.clone()),
+        )?;
         Ok(Self {
             name: self.name.clone(),
             endpoints,
             balancer,
             lb_state: self.lb_state.clone(),
             upstream: self.upstream.clone(),
+            hash_policy: self.hash_policy.clone(),
+            request_timeout: self.request_timeout,
+            retries: self.retries.clone(),
+            drain_timeout: self.drain_timeout,
+            upstream_protocol: self.upstream_protocol,
+            outlier_detection: self.outlier_detection.clone(),
+            health_check: self.health_check.clone(),
+            metrics: std::sync::OnceLock::new(),
+            sticky,
             policy: self.policy,
             connect_timeout: self.connect_timeout,
         })
     }
 }
 
+impl ClusterEntry {
+    /// A healthy endpoint for a new request: the balancer's pick, or when that one is ejected
+    /// or down, another healthy one; `None` when no endpoint is healthy.
+    pub(crate) fn pick(&self, key: Option<&[u8]>) -> Option<usize> {
+        let now = now_ms();
+        let first = self.balancer.pick(key)?;
+        if self.is_healthy(first, now) {
+            return Some(first);
+        }
+        self.healthy_other(first, now)
+    }
+
+    /// A healthy endpoint other than `tried`, for a retry.
+    pub(crate) fn pick_other(&self, tried: usize) -> Option<usize> {
+        let now = now_ms();
+        let next = self.balancer.pick_other(tried)?;
+        if self.is_healthy(next, now) {
+            return Some(next);
+        }
+        self.healthy_other(tried, now)
+    }
+
+    pub(crate) fn is_healthy(&self, index: usize, now: u64) -> bool {
+        self.endpoints[index].load.health.is_healthy(now)
+    }
+
+    /// A few more balancer picks, then a scan from a random start, so that the cost stays
+    /// bounded and the load spreads over the healthy endpoints.
+    fn healthy_other(&self, avoid: usize, now: u64) -> Option<usize> {
+        for _ in 0..4 {
+            let i = self.balancer.pick_other(avoid)?;
+            if self.is_healthy(i, now) {
+                return Some(i);
+            }
+        }
+        let n = self.endpoints.len();
+        let start = fastrand::usize(..n);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| i != avoid && self.is_healthy(i, now))
+    }
+
+    pub(crate) fn record_success(&self, index: usize) {
+        self.endpoints[index].load.health.record_success();
+    }
+
+    /// Counts a failure of endpoint `index` and ejects it when outlier detection says so.
+    pub(crate) fn record_failure(&self, index: usize) {
+        let endpoint = &self.endpoints[index];
+        endpoint.load.record_failure();
+        let Some(policy) = &self.outlier_detection else {
+            return;
+        };
+        let now = now_ms();
+        let may_eject = || {
+            let ejected = self
+                .endpoints
+                .iter()
+                .filter(|e| e.load.health.is_ejected(now))
+                .count();
+            let cap = self.endpoints.len() * policy.max_ejection_percent as usize / 100;
+            ejected < cap.max(1)
+        };
+        if endpoint.load.health.record_failure(policy, now, may_eject) {
+            tracing::warn!(
+                cluster = &*self.name,
+                endpoint = %endpoint.address,
+                ejections = endpoint.load.health.ejections(),
+                "ejecting endpoint after consecutive failures"
+            );
+        }
+    }
+}
+
+/// An endpoint set with its balancer and sticky-cookie index.
+type BuiltEndpoints = (
+    Box<[EndpointEntry]>,
+    Balancer,
+    Option<(Arc<StickyKey>, StickyIndex)>,
+);
+
 fn build_endpoints(
     cluster: &str,
     endpoints: &[Endpoint],
     policy: LbPolicy,
     lb_state: &Arc<LbState>,
-) -> Result<(Box<[EndpointEntry]>, Balancer), ConfigError> {
+    prev: &[EndpointEntry],
+    sticky_key: Option<Arc<StickyKey>>,
+) -> Result<BuiltEndpoints, ConfigError> {
+    let prev_loads: ahash::AHashMap<SocketAddr, &Arc<EndpointLoad>> =
+        prev.iter().map(|e| (e.address, &e.load)).collect();
     let mut seen = AHashSet::with_capacity(endpoints.len());
     let mut entries = Vec::with_capacity(endpoints.len());
-    let mut weights = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let address = endpoint.address;
         if endpoint.weight == 0 {
@@ -110,9 +260,34 @@ fn build_endpoints(
                 address,
             });
         };
-        entries.push(EndpointEntry { address, authority });
-        weights.push(endpoint.weight);
+        let load = prev_loads
+            .get(&address)
+            .map_or_else(Arc::default, |&load| load.clone());
+        entries.push(EndpointEntry {
+            address,
+            authority,
+            weight: endpoint.weight,
+            load,
+            sticky_id: sticky_key.as_ref().map(|key| key.endpoint_id(address)),
+        });
     }
-    let balancer = Balancer::new(policy, &weights, lb_state.clone());
-    Ok((entries.into_boxed_slice(), balancer))
+    let weighted: Vec<Weighted<'_>> = entries
+        .iter()
+        .map(|e| Weighted {
+            name: e.authority.as_str(),
+            weight: e.weight,
+            load: &e.load,
+        })
+        .collect();
+    let balancer = Balancer::new(policy, &weighted, lb_state.clone());
+    drop(weighted);
+    let sticky = sticky_key.map(|key| {
+        let index = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((e.sticky_id?, i)))
+            .collect();
+        (key, index)
+    });
+    Ok((entries.into_boxed_slice(), balancer, sticky))
 }

@@ -42,3 +42,52 @@ async fn h2c_prior_knowledge_is_proxied() {
     }
     assert_eq!(names.len(), 3, "round robin over h2 too: {names:?}");
 }
+
+#[tokio::test]
+async fn h2_upstream_with_prior_knowledge() {
+    use berth_proxy::{Cluster, Config, Proxy, UpstreamProtocol};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // An HTTP/2-only backend that reports the version it saw.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = backend.accept().await {
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let text = format!("{:?} {}", req.version(), req.uri().path());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(text)),
+                    ))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let proxy = Proxy::new(Config {
+        virtual_hosts: vec![crate::support::vhost("all", &["*"], &[("/", "c")])],
+        clusters: vec![Cluster {
+            upstream_protocol: UpstreamProtocol::H2,
+            ..crate::support::cluster("c", &[backend_addr])
+        }],
+        ..Config::default()
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { proxy.serve_http(listener, std::future::pending()).await });
+    let client = Harness::client_for(addr);
+    for path in ["/a", "/b"] {
+        let reply = client.get("x", path).await;
+        assert_eq!(reply.status, http::StatusCode::OK);
+        assert_eq!(reply.body, format!("HTTP/2.0 {path}"));
+        assert_eq!(
+            reply.version,
+            http::Version::HTTP_11,
+            "the client keeps its own version"
+        );
+    }
+}

@@ -112,7 +112,7 @@ pub(crate) fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         name: name.into(),
         lb_policy: LbPolicy::RoundRobin,
         endpoints: endpoints(addrs),
-        connect_timeout_ms: 1000,
+        ..Cluster::default()
     }
 }
 
@@ -203,6 +203,15 @@ impl Harness {
                 cluster("dead", &[dead]),
                 cluster("mixed", &[dead, all[0]]),
             ],
+            ..Config::default()
+        }
+    }
+
+    /// A client for a proxy listening on `addr`.
+    pub(crate) fn client_for(addr: SocketAddr) -> TestClient {
+        TestClient {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
@@ -210,6 +219,43 @@ impl Harness {
         self.backends.iter().map(|b| b.addr).collect()
     }
 
+    pub(crate) async fn get(&self, host: &str, path: &str) -> Reply {
+        self.send(host, "GET", path, Bytes::new(), &[]).await
+    }
+
+    pub(crate) async fn send(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        TestClient {
+            addr: self.addr,
+            client: self.client.clone(),
+        }
+        .send(host, method, path, body, headers)
+        .await
+    }
+
+    /// Stops the proxy and waits for `serve_http` to return.
+    pub(crate) fn stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.served.take().expect("stopped twice")
+    }
+}
+
+/// A pooled HTTP/1.1 client aimed at one proxy address.
+#[derive(Clone)]
+pub(crate) struct TestClient {
+    pub(crate) addr: SocketAddr,
+    pub(crate) client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl TestClient {
     pub(crate) async fn get(&self, host: &str, path: &str) -> Reply {
         self.send(host, "GET", path, Bytes::new(), &[]).await
     }
@@ -236,14 +282,6 @@ impl Harness {
             .expect("request failed");
         collect(response).await
     }
-
-    /// Stops the proxy and waits for `serve_http` to return.
-    pub(crate) fn stop(&mut self) -> JoinHandle<std::io::Result<()>> {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        self.served.take().expect("stopped twice")
-    }
 }
 
 pub(crate) async fn collect(response: Response<Incoming>) -> Reply {
@@ -258,5 +296,40 @@ pub(crate) async fn collect(response: Response<Incoming>) -> Reply {
         version: parts.version,
         headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A backend like [`Backend`] that can be killed: its listener and every open connection
+/// close at once, as when the process dies.
+pub(crate) struct KillableBackend {
+    pub(crate) addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl KillableBackend {
+    pub(crate) async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            // Owned by this task: aborting it drops (and so aborts) every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service_fn(move |req| answer(name, req));
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    pub(crate) async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 }

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# berth-proxy against HAProxy and nginx, one worker thread each, same backend, same run,
+# alternating peers; wrk with 1 thread and 50 connections. Loopback only.
+#
+#   bench/proxy.sh                 # DURATION=10 s per run, ROUNDS=3
+#   DURATION=5 ROUNDS=1 CASES="keepalive tcp" bench/proxy.sh
+#
+# Prints one line per case:
+# case=<name> berth=<rps> haproxy=<rps> nginx=<rps> berth_p99_ms=<x> best_peer_p99_ms=<y> ratio_vs_best=<r>
+# Figures are means over the rounds; `# uptime` lines record the machine's load next to them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
+
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "# installing ${need[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release -q -p berth-proxy --example bench_proxy --example bench_backend
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target/release/examples"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Free loopback ports, picked at random below the kernel's ephemeral range (so that no
+# outgoing connection of another process takes one meanwhile) and checked free.
+read -r BACKEND B_HTTP B_TCP B_ADMIN H_HTTP H_TCP N_HTTP N_TCP B_TLS H_TLS N_TLS < <(python3 - <<'PY'
+import random, socket
+ports = []
+while len(ports) < 11:
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        if port not in ports:
+            ports.append(port)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(" ".join(map(str, ports)))
+PY
+)
+
+"$bin/bench_backend" "127.0.0.1:$BACKEND" & pids+=($!)
+
+# One self-signed ECDSA P-256 certificate for every peer.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+cat "$tmp/cert.pem" "$tmp/key.pem" >"$tmp/haproxy.pem"
+
+cat >"$tmp/berth.yaml" <<YAML
+listeners:
+  - {name: http, address: "127.0.0.1:$B_HTTP", protocol: http}
+  - {name: tcp, address: "127.0.0.1:$B_TCP", protocol: tcp, cluster: backend}
+  - {name: tls, address: "127.0.0.1:$B_TLS", protocol: http, tls: {default_certificate: bench}}
+admin: {address: "127.0.0.1:$B_ADMIN"}
+certificates:
+  - {name: bench, domains: [bench.test], cert_file: "$tmp/cert.pem", key_file: "$tmp/key.pem"}
+virtual_hosts:
+  - {name: all, domains: ["*"], routes: [{path_prefix: /, cluster: backend}]}
+clusters:
+  - {name: backend, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
+YAML
+"$bin/bench_proxy" "$tmp/berth.yaml" & pids+=($!)
+
+cat >"$tmp/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+frontend http
+    mode http
+    bind 127.0.0.1:$H_HTTP
+    bind 127.0.0.1:$H_TLS ssl crt $tmp/haproxy.pem alpn http/1.1
+    default_backend backend
+backend backend
+    mode http
+    http-reuse always
+    server b1 127.0.0.1:$BACKEND
+listen tcp
+    mode tcp
+    bind 127.0.0.1:$H_TCP
+    server b1 127.0.0.1:$BACKEND
+CFG
+haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & pids+=($!)
+
+cat >"$tmp/nginx.conf" <<CFG
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+master_process off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx.err warn;
+events { worker_connections 8000; }
+http {
+    access_log off;
+    client_body_temp_path $tmp;
+    proxy_temp_path $tmp;
+    upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
+    server {
+        listen 127.0.0.1:$N_HTTP;
+        listen 127.0.0.1:$N_TLS ssl;
+        ssl_certificate $tmp/cert.pem;
+        ssl_certificate_key $tmp/key.pem;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+stream {
+    server { listen 127.0.0.1:$N_TCP; proxy_pass 127.0.0.1:$BACKEND; }
+}
+CFG
+nginx -c "$tmp/nginx.conf" & pids+=($!)
+
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "port $1 never opened" >&2; cat "$tmp"/*.log "$tmp"/*.err >&2 2>/dev/null
+    exit 1
+}
+for p in $BACKEND $B_HTTP $B_TCP $B_TLS $H_HTTP $H_TCP $H_TLS $N_HTTP $N_TCP $N_TLS; do wait_port "$p"; done
+
+# One wrk run against "<scheme>:<port>": prints "<rps> <p99 ms>".
+run_wrk() {
+    local target=$1; shift
+    local scheme=${target%%:*} port=${target##*:}
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$scheme://127.0.0.1:$port/" 2>&1 | python3 -c '
+import re, sys
+out = sys.stdin.read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+if not rps or not p99:
+    sys.stderr.write(out); print("0 0"); sys.exit()
+scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+if errors: sys.stderr.write("# wrk: " + errors.group(0) + "\n")
+print(rps.group(1), float(p99.group(1)) * scale)'
+}
+
+echo "# uptime: $(uptime)"
+read -r rps p99 < <(run_wrk "http:$BACKEND")
+echo "# direct to backend: rps=$rps p99_ms=$p99"
+
+declare -A port_of=(
+    [keepalive:berth]=http:$B_HTTP [keepalive:haproxy]=http:$H_HTTP [keepalive:nginx]=http:$N_HTTP
+    [new_connection:berth]=http:$B_HTTP [new_connection:haproxy]=http:$H_HTTP [new_connection:nginx]=http:$N_HTTP
+    [tls_keepalive:berth]=https:$B_TLS [tls_keepalive:haproxy]=https:$H_TLS [tls_keepalive:nginx]=https:$N_TLS
+    [tls_handshake:berth]=https:$B_TLS [tls_handshake:haproxy]=https:$H_TLS [tls_handshake:nginx]=https:$N_TLS
+    [tcp:berth]=http:$B_TCP [tcp:haproxy]=http:$H_TCP [tcp:nginx]=http:$N_TCP
+)
+peers=(berth haproxy nginx)
+for case in ${CASES:-keepalive new_connection tls_keepalive tls_handshake tcp}; do
+    args=()
+    case $case in new_connection|tls_handshake) args=(-H "Connection: close") ;; esac
+    declare -A sum_rps=() sum_p99=()
+    for round in $(seq "$ROUNDS"); do
+        # Rotate the order each round so that no peer always runs first or last.
+        for i in 0 1 2; do
+            peer=${peers[$(( (i + round) % 3 ))]}
+            read -r rps p99 < <(run_wrk "${port_of[$case:$peer]}" "${args[@]}")
+            sum_rps[$peer]=$(python3 -c "print(${sum_rps[$peer]:-0} + $rps)")
+            sum_p99[$peer]=$(python3 -c "print(${sum_p99[$peer]:-0} + $p99)")
+        done
+    done
+    echo "# uptime: $(uptime)"
+    python3 - "$case" "$ROUNDS" "${sum_rps[berth]}" "${sum_rps[haproxy]}" "${sum_rps[nginx]}" \
+        "${sum_p99[berth]}" "${sum_p99[haproxy]}" "${sum_p99[nginx]}" <<'PY'
+import sys
+case, rounds = sys.argv[1], int(sys.argv[2])
+b, h, n, bp, hp, np_ = (float(x) / rounds for x in sys.argv[3:])
+best, best_p99 = (h, hp) if h >= n else (n, np_)
+ratio = b / best if best else 0.0
+print(f"case={case} berth={b:.0f} haproxy={h:.0f} nginx={n:.0f} "
+      f"berth_p99_ms={bp:.2f} best_peer_p99_ms={best_p99:.2f} ratio_vs_best={ratio:.2f}")
+PY
+    unset sum_rps sum_p99
+done
