@@ -202,6 +202,16 @@ pub enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+    /// Run the L4/L7 proxy alone from a config file (reloads it on SIGHUP and when it changes).
+    Proxy {
+        /// The config: YAML, or JSON when it ends in .json (berth_proxy::Config; see
+        /// proxy/examples/proxy.yaml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only check the file and say what is wrong with it.
+        #[arg(long)]
+        check: bool,
+    },
     /// Serve a zone file with the DNS server alone (reloads it on SIGHUP).
     Dns {
         /// The zone: YAML or JSON (berth_dns::Zone).
@@ -594,6 +604,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             let client = client()?;
             client.scale(&namespace, &app, replicas).await?;
             println!("App {namespace}/{app} scaled to {replicas}");
+            Ok(())
+        }
+        Command::Proxy { config, check } => {
+            if check {
+                let c = berth_proxy::load_config(&config)?;
+                println!(
+                    "{}: ok ({} listeners, {} virtual hosts, {} clusters)",
+                    config.display(),
+                    c.listeners.len(),
+                    c.virtual_hosts.len(),
+                    c.clusters.len()
+                );
+                return Ok(());
+            }
+            berth_proxy::run_from_file(&config, crate::signals::terminated()).await?;
             Ok(())
         }
         Command::Dns {
