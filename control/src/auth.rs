@@ -8,8 +8,6 @@
 //! logged.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -212,19 +210,7 @@ fn write_file(path: &Path, entries: &[TokenEntry]) -> Result<()> {
             tokens: entries.to_vec()
         })?
     );
-    let tmp = path.with_extension("yaml.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    crate::fsutil::write_private(path, &text)
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 //! `$BERTH_CONFIG`, else `$XDG_CONFIG_HOME/berth/config.yaml`, else
 //! `~/.config/berth/config.yaml`. Flags and `BERTH_SERVER`/`BERTH_TOKEN` win over it.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -60,22 +58,10 @@ pub fn write_for_dev(path: &Path, config: &ClientConfig) -> Result<bool> {
     {
         return Ok(false);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let text = format!(
         "{DEV_MARK}: replaced by the next berth dev\n{}",
         serde_yaml_ng::to_string(config)?
     );
-    let tmp = path.with_extension("yaml.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    crate::fsutil::write_private(path, &text)?;
     Ok(true)
 }

@@ -32,6 +32,27 @@ pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -
     r
 }
 
+/// A streamed response: every `Bytes` sent on the channel becomes a body frame, and the body
+/// ends when the sender is dropped. The channel's bound is what a slow client can make the
+/// server hold.
+pub fn channel_response(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    content_type: &str,
+) -> Response<Body> {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(hyper::body::Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(http_body_util::StreamBody::new(
+        stream,
+    )));
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
 /// Most connections a server takes at once; beyond it new ones wait in the kernel backlog.
 const MAX_CONNECTIONS: usize = 4096;
 

@@ -10,6 +10,7 @@ pub mod clientconfig;
 pub mod controller;
 pub mod dev;
 pub mod events;
+pub mod fsutil;
 pub mod hello;
 pub mod http_util;
 pub mod manifest;

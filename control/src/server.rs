@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -836,16 +836,7 @@ fn watch(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
-    });
-    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    if let Ok(v) = "application/x-ndjson".parse() {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    r
+    crate::http_util::channel_response(rx, "application/x-ndjson")
 }
 
 /// Streams cluster events as NDJSON as they happen. A client too slow to keep up is told how
@@ -879,16 +870,7 @@ fn event_stream(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
-    });
-    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    if let Ok(v) = "application/x-ndjson".parse() {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    r
+    crate::http_util::channel_response(rx, "application/x-ndjson")
 }
 
 /// Proxies an instance's log from the agent of its node, with that node's token.
@@ -972,12 +954,7 @@ async fn instance_log(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
-    });
-    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    let mut r = crate::http_util::channel_response(rx, "text/plain; charset=utf-8");
     *r.status_mut() = status;
     r
 }

@@ -68,19 +68,13 @@ impl Server {
 
     /// Starts `berth server` with extra arguments.
     pub fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Result<Server> {
-        let mut child = Command::new(berth_bin())
+        let mut command = Command::new(berth_bin());
+        command
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("BERTH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting berth server")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+            .env("BERTH_LOG", "warn");
+        let (mut child, line) = spawn_first_line(&mut command, "berth server")?;
         let addr = line
             .split("://")
             .nth(1)
@@ -128,6 +122,28 @@ impl Drop for Server {
     }
 }
 
+/// Starts a process with stdout piped and reads its first line (its banner with addresses).
+fn spawn_first_line(command: &mut Command, what: &str) -> Result<(Child, String)> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let mut line = String::new();
+    let read = child
+        .stdout
+        .take()
+        .context("stdout")
+        .and_then(|out| Ok(BufReader::new(out).read_line(&mut line)?));
+    if let Err(e) = read {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.context(format!("reading the banner of {what}")));
+    }
+    Ok((child, line))
+}
+
 /// The admin token in a server data directory's tokens.yaml.
 pub fn admin_token(data_dir: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(data_dir.join("tokens.yaml"))?;
@@ -155,7 +171,8 @@ impl Agent {
     /// listener on a free port.
     pub fn start(server: SocketAddr, token: &str, node: &str, extra: &[&str]) -> Result<Agent> {
         let data_dir = tempfile_dir::TempDir::new(&format!("berth-agent-{node}"))?;
-        let mut child = Command::new(berth_bin())
+        let mut command = Command::new(berth_bin());
+        command
             .env("BERTH_TOKEN", token)
             .env("BERTH_CONFIG", data_dir.path().join("no-config.yaml"))
             .args([
@@ -174,15 +191,8 @@ impl Agent {
             ])
             .arg(data_dir.path())
             .args(extra)
-            .env("BERTH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting berth agent")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+            .env("BERTH_LOG", "warn");
+        let (mut child, line) = spawn_first_line(&mut command, "berth agent")?;
         let ingress = line
             .split("ingress http://")
             .nth(1)

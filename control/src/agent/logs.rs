@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -237,14 +236,7 @@ fn follow(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
-    });
-    hyper::Response::new(http_body_util::BodyExt::boxed_unsync(
-        http_body_util::StreamBody::new(stream),
-    ))
+    crate::http_util::channel_response(rx, "text/plain; charset=utf-8")
 }
 
 #[cfg(test)]
