@@ -318,7 +318,7 @@ async fn feed_data_plane(
             endpoints.borrow_and_update().clone(),
             routes.borrow_and_update().clone(),
         );
-        let config = dataplane::proxy_config(&r, &e);
+        let config = dataplane::proxy_config(&r, &s, &e);
         if last_proxy.as_ref() != Some(&config) {
             match plane.proxy.apply(config.clone()) {
                 Ok(()) => {

@@ -25,6 +25,28 @@ fn endpoints_of<'a>(cache: &'a Cache, ns: &str, name: &str) -> Option<&'a Endpoi
     }
 }
 
+/// The proxy's policy for a service: client-IP affinity is a consistent hash of the source
+/// address (ring hash unless the service asked for maglev), as Kubernetes' `ClientIP` means.
+fn balancing(
+    svc: Option<&crate::api::ServiceSpec>,
+) -> (berth_proxy::LbPolicy, berth_proxy::HashPolicy) {
+    use crate::api::{LbPolicy, SessionAffinity};
+    let Some(svc) = svc else {
+        return (
+            berth_proxy::LbPolicy::RoundRobin,
+            berth_proxy::HashPolicy::SourceIp,
+        );
+    };
+    let policy = match (svc.session_affinity, svc.lb_policy) {
+        (_, LbPolicy::Maglev) => berth_proxy::LbPolicy::Maglev,
+        (SessionAffinity::ClientIp, _) | (_, LbPolicy::RingHash) => berth_proxy::LbPolicy::RingHash,
+        (SessionAffinity::None, LbPolicy::RoundRobin) => berth_proxy::LbPolicy::RoundRobin,
+        (SessionAffinity::None, LbPolicy::LeastRequest) => berth_proxy::LbPolicy::LeastRequest,
+        (SessionAffinity::None, LbPolicy::Random) => berth_proxy::LbPolicy::Random,
+    };
+    (policy, berth_proxy::HashPolicy::SourceIp)
+}
+
 /// The proxy cluster name of a service port: `<ns>/<service>:<port>`.
 pub fn cluster_name(ns: &str, service: &str, port: &str) -> String {
     format!("{ns}/{service}:{port}")
@@ -32,7 +54,7 @@ pub fn cluster_name(ns: &str, service: &str, port: &str) -> String {
 
 /// One virtual host per route, one cluster per service port a route sends to. A host claimed by
 /// two routes goes to the first in name order, so one bad route cannot take the others down.
-pub fn proxy_config(routes: &Cache, endpoints: &Cache) -> berth_proxy::Config {
+pub fn proxy_config(routes: &Cache, services: &Cache, endpoints: &Cache) -> berth_proxy::Config {
     let mut clusters: BTreeMap<String, berth_proxy::Cluster> = BTreeMap::new();
     let mut virtual_hosts = Vec::new();
     let mut claimed = HashSet::new();
@@ -73,9 +95,23 @@ pub fn proxy_config(routes: &Cache, endpoints: &Cache) -> berth_proxy::Config {
                             .collect()
                     })
                     .unwrap_or_default();
+                let svc = match services
+                    .objects
+                    .get(&crate::api::key(
+                        crate::api::Kind::Service,
+                        ns,
+                        &rule.service,
+                    ))
+                    .map(|o| &**o)
+                {
+                    Some(Object::Service(svc)) => Some(&svc.spec),
+                    _ => None,
+                };
+                let (lb_policy, hash_policy) = balancing(svc);
                 berth_proxy::Cluster {
                     name: name.clone(),
-                    lb_policy: berth_proxy::LbPolicy::default(),
+                    lb_policy,
+                    hash_policy,
                     endpoints: eps,
                     connect_timeout_ms: 1000,
                     ..Default::default()
@@ -165,5 +201,43 @@ pub fn dns_zone(origin: &str, services_cache: &Cache, endpoints: &Cache) -> bert
         origin: origin.to_owned(),
         services,
         ..berth_dns::Zone::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LbPolicy, ServiceSpec, SessionAffinity};
+
+    fn spec(lb: LbPolicy, affinity: SessionAffinity) -> ServiceSpec {
+        ServiceSpec {
+            app: "a".into(),
+            ports: vec![],
+            headless: false,
+            lb_policy: lb,
+            session_affinity: affinity,
+        }
+    }
+
+    #[test]
+    fn service_policies_map_to_the_proxy() {
+        let p = |lb, aff| balancing(Some(&spec(lb, aff))).0;
+        assert_eq!(
+            p(LbPolicy::RoundRobin, SessionAffinity::None),
+            berth_proxy::LbPolicy::RoundRobin
+        );
+        assert_eq!(
+            p(LbPolicy::LeastRequest, SessionAffinity::None),
+            berth_proxy::LbPolicy::LeastRequest
+        );
+        assert_eq!(
+            p(LbPolicy::RoundRobin, SessionAffinity::ClientIp),
+            berth_proxy::LbPolicy::RingHash
+        );
+        assert_eq!(
+            p(LbPolicy::Maglev, SessionAffinity::ClientIp),
+            berth_proxy::LbPolicy::Maglev
+        );
+        assert_eq!(balancing(None).0, berth_proxy::LbPolicy::RoundRobin);
     }
 }

@@ -414,6 +414,42 @@ pub struct ServiceSpec {
     /// No virtual IP: DNS answers the instance addresses.
     #[serde(default)]
     pub headless: bool,
+    /// How the proxy picks an instance for each request or connection.
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    /// `clientIP`: requests from one client address keep going to the same instance while it
+    /// is ready (a consistent hash of the source address, so scaling moves few clients).
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+}
+
+/// Load-balancing policies a service may ask for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LbPolicy {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// The less busy of two random instances.
+    LeastRequest,
+    /// Uniformly random.
+    Random,
+    /// Consistent hash (ketama ring) of the client address.
+    RingHash,
+    /// Maglev consistent hash of the client address.
+    Maglev,
+}
+
+/// Session affinity of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SessionAffinity {
+    /// None.
+    #[default]
+    None,
+    /// By client address.
+    #[serde(rename = "clientIP")]
+    ClientIp,
 }
 
 /// A service port.

@@ -68,6 +68,8 @@ fn service() -> Object {
                 protocol: Protocol::Tcp,
             }],
             headless: false,
+            lb_policy: LbPolicy::RoundRobin,
+            session_affinity: SessionAffinity::None,
         },
         status: ServiceStatus::default(),
     })

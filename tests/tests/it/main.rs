@@ -1,5 +1,6 @@
 //! End-to-end tests: the `berth` binary as a real process, over real sockets.
 
+mod affinity;
 mod auth;
 mod dev;
 mod dns_cli;
