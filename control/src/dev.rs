@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
@@ -41,20 +41,17 @@ async fn bind_tcp(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListene
         .with_context(|| format!("binding the {what} to {addr} (choose another with {flag})"))
 }
 
-/// Binds UDP and TCP on the same port; with port 0, tries ports until both are free.
-async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
+/// Binds DNS (UDP worker sockets and TCP) on one port; with port 0, tries ports until UDP and
+/// TCP are both free on the same one.
+fn bind_dns(addr: SocketAddr) -> Result<berth_dns::Listeners> {
     let mut last = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding DNS (UDP) to {addr} (choose another with --dns)"))?;
-        let local = udp.local_addr()?;
-        match TcpListener::bind(local).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+        match berth_dns::DnsServer::bind(&[addr], 1) {
+            Ok(l) => return Ok(l),
             Err(e) if addr.port() == 0 => last = Some(e),
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("binding DNS (TCP) to {local} (choose another with --dns)")
+                    format!("binding DNS (UDP and TCP) to {addr} (choose another with --dns)")
                 });
             }
         }
@@ -74,8 +71,11 @@ async fn start_data_plane(
 ) -> Result<(DataPlane, SocketAddr, SocketAddr)> {
     let ingress_listener = bind_tcp(ingress, "ingress proxy", "--ingress").await?;
     let ingress = ingress_listener.local_addr()?;
-    let (udp, tcp) = bind_dns(dns).await?;
-    let dns_addr = udp.local_addr()?;
+    let dns_listeners = bind_dns(dns)?;
+    let dns_addr = *dns_listeners
+        .local_addrs()
+        .first()
+        .context("DNS bound no address")?;
     let proxy = berth_proxy::Proxy::new(berth_proxy::Config::default())?;
     let dns = berth_dns::DnsServer::new(berth_dns::Zone {
         origin: zone.to_owned(),
@@ -94,15 +94,12 @@ async fn start_data_plane(
     let s = shutdown.clone();
     let d = dns.clone();
     tokio::spawn(async move {
-        if let Err(e) = d.serve_udp(udp, async move { s.cancelled().await }).await {
-            tracing::error!(error = %e, "dns (udp) stopped");
-        }
-    });
-    let s = shutdown.clone();
-    let d = dns.clone();
-    tokio::spawn(async move {
-        if let Err(e) = d.serve_tcp(tcp, async move { s.cancelled().await }).await {
-            tracing::error!(error = %e, "dns (tcp) stopped");
+        // One SO_REUSEPORT worker answering from precomputed wire-format answers, and TCP.
+        if let Err(e) = d
+            .serve_listeners(dns_listeners, async move { s.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "dns stopped");
         }
     });
     Ok((DataPlane { proxy, dns }, ingress, dns_addr))
