@@ -11,8 +11,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::Proxy;
@@ -67,29 +69,10 @@ pub(crate) async fn serve_http(
     }
 
     loop {
-        // Take a connection slot first, so that at the bound the backlog queues in the kernel.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
-        };
-        let (stream, client) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    if !is_connection_error(&error) {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    }
-                    continue;
-                }
-            },
+        let Some((permit, stream, client)) =
+            accept_bounded(&listener, &permits, &mut shutdown).await
+        else {
+            break;
         };
         // Reap finished connections so the set only holds live ones.
         while connections.try_join_next().is_some() {}
@@ -174,6 +157,37 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams);
     builder
+}
+
+/// A connection slot, then a connection; `None` once `shutdown` completes. The slot comes first
+/// so that at the bound the backlog queues in the kernel. Errors about one connection are
+/// skipped; others (EMFILE and the like) back off briefly instead of spinning. Shared by the
+/// HTTP and TCP listeners.
+pub(crate) async fn accept_bounded(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &mut Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        biased;
+        () = &mut *shutdown => return None,
+        // The semaphore is never closed.
+        permit = Arc::clone(permits).acquire_owned() => permit.ok()?,
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut *shutdown => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => return Some((permit, stream, client)),
+                Err(error) if is_connection_error(&error) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
 }
 
 /// Errors about one incoming connection, which leave the listener fine.

@@ -42,25 +42,10 @@ pub(crate) async fn serve_tcp(
         tracing::info!(%addr, listener = &*route.listener, cluster = &*route.cluster, "serving tcp");
     }
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, client) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::debug!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((permit, stream, client)) =
+            crate::server::accept_bounded(&listener, &permits, &mut shutdown).await
+        else {
+            break;
         };
         while connections.try_join_next().is_some() {}
         let open = listener_metrics.connection();
