@@ -44,11 +44,6 @@ fn path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
 }
 
 impl Client {
-    /// A client of the server at `base`, e.g. `http://127.0.0.1:7070`, without a token.
-    pub fn new(base: &str) -> Result<Client> {
-        Self::with_token(base, None)
-    }
-
     /// A client that sends `token` as its bearer token.
     pub fn with_token(base: &str, token: Option<&str>) -> Result<Client> {
         Self::with_tls(base, token, None)

@@ -219,7 +219,7 @@ pub async fn run(store: Store, log: Arc<EventLog>, shutdown: CancellationToken) 
                 let before = previous.get(&key).cloned();
                 for (reason, message) in derive(before.as_deref(), &e.object, e.kind) {
                     log.push(ClusterEvent {
-                        time: e.object.meta().created_at.max(now_secs()),
+                        time: now_secs(),
                         revision: e.revision,
                         reason,
                         object: name(&e.object),

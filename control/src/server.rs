@@ -551,11 +551,20 @@ async fn put_object(
             ),
         );
     }
-    match store.apply(vec![obj]) {
-        Ok(mut out) => match out.pop() {
-            Some((o, _)) => json(StatusCode::OK, &o),
-            None => error(StatusCode::INTERNAL_SERVER_ERROR, "apply returned nothing"),
-        },
+    // With `metadata.revision` the write is a compare-and-swap against it (409 if the object
+    // changed since it was read); without, create-or-update like `apply`.
+    let expected = m.revision;
+    let result = if expected > 0 {
+        store.update(obj, expected)
+    } else {
+        store.apply(vec![obj]).and_then(|mut out| {
+            out.pop()
+                .map(|(o, _)| o)
+                .ok_or_else(|| StoreError::NotFound(format!("{kind} {ns}/{name}")))
+        })
+    };
+    match result {
+        Ok(o) => json(StatusCode::OK, &o),
         Err(e) => store_error(e),
     }
 }

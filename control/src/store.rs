@@ -374,7 +374,8 @@ impl Store {
     }
 
     /// Creates an object that must not exist yet.
-    pub fn create(&self, obj: Object) -> Result<(), StoreError> {
+    #[cfg(test)]
+    pub(crate) fn create(&self, obj: Object) -> Result<(), StoreError> {
         self.transaction(|tx| {
             let k = obj.key();
             if tx.get(&k).is_some() {
@@ -385,11 +386,12 @@ impl Store {
         })
     }
 
-    /// Replaces an object if its revision is still `expected` (compare-and-swap).
-    pub fn update(&self, obj: Object, expected: u64) -> Result<(), StoreError> {
+    /// Takes the declared part (spec, labels) of `obj`, keeping the status, if the stored object
+    /// is still at revision `expected` (compare-and-swap); returns the object as stored.
+    pub fn update(&self, obj: Object, expected: u64) -> Result<Object, StoreError> {
         self.transaction(|tx| {
             let k = obj.key();
-            let cur = tx.get(&k).ok_or_else(|| StoreError::NotFound(k.clone()))?;
+            let mut cur = tx.get(&k).ok_or_else(|| StoreError::NotFound(k.clone()))?;
             let actual = cur.meta().revision;
             if actual != expected {
                 return Err(StoreError::Conflict {
@@ -398,8 +400,9 @@ impl Store {
                     actual,
                 });
             }
-            tx.put(obj);
-            Ok(())
+            cur.take_spec(obj);
+            tx.put(cur.clone());
+            Ok(cur)
         })
     }
 

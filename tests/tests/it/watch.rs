@@ -73,6 +73,38 @@ fn watch_resumes_after_a_revision_and_refuses_a_forgotten_one() -> Result<()> {
     let (status, _) = server.api("GET", "/api/v1/routes?watch=1&revision=x", None)?;
     assert_eq!(status, 400);
 
+    // Compare-and-swap through the API: a PUT carrying the revision it read succeeds once;
+    // the same stale revision again is a conflict, not a lost update.
+    let (_, body) = server.api("GET", "/api/v1/namespaces/default/routes/a", None)?;
+    let read: serde_json::Value = serde_json::from_str(&body)?;
+    let rev = read["metadata"]["revision"].as_u64().unwrap_or(0);
+    let put = |host: &str| {
+        format!(
+            r#"{{"metadata":{{"name":"a","revision":{rev}}},"spec":{{"hosts":["{host}"],"rules":[{{"service":"s","port":"http"}}]}}}}"#
+        )
+    };
+    let (status, body) = server.api(
+        "PUT",
+        "/api/v1/namespaces/default/routes/a",
+        Some(&put("a2.example")),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.api(
+        "PUT",
+        "/api/v1/namespaces/default/routes/a",
+        Some(&put("a3.example")),
+    )?;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains(&format!("not {rev}: read it again")),
+        "{body}"
+    );
+    let (_, body) = server.api("GET", "/api/v1/namespaces/default/routes/a", None)?;
+    assert!(
+        body.contains("a2.example") && !body.contains("a3.example"),
+        "{body}"
+    );
+
     // History lives in memory: after a restart, old revisions are gone and the client must
     // list again (Kubernetes answers 410 Gone the same way).
     server.kill9()?;
