@@ -71,12 +71,10 @@ pub fn decode_object(mut value: Value) -> Result<Object, String> {
         Kind::Service => Object::Service(typed::<Service>(value)?),
         Kind::Route => Object::Route(typed::<Route>(value)?),
         Kind::Secret => Object::Secret(typed::<Secret>(value)?),
-        Kind::Node | Kind::Instance | Kind::Endpoints => unreachable_kind(kind)?,
+        Kind::Node | Kind::Instance | Kind::Endpoints => {
+            return Err(format!("kind: {kind} cannot be declared"));
+        }
     })
-}
-
-fn unreachable_kind(kind: Kind) -> Result<Object, String> {
-    Err(format!("kind: {kind} cannot be declared"))
 }
 
 /// Decodes and validates one object; the message names the object and every bad field.

@@ -1,5 +1,6 @@
 //! A node that stops reporting: its instances leave the data plane, then move to another node.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,6 +23,17 @@ fn ready_by_node(server: &Server) -> Result<Vec<(String, String)>> {
             )
         })
         .collect())
+}
+
+/// What 6 requests through a node's proxy were answered with (round robin over 3 covers all).
+fn served(ingress: std::net::SocketAddr) -> Option<BTreeSet<String>> {
+    (0..6)
+        .map(|_| {
+            http_get(ingress, "hello.localhost", "/")
+                .ok()
+                .map(|(_, body)| body)
+        })
+        .collect()
 }
 
 #[test]
@@ -71,16 +83,16 @@ fn instances_of_a_lost_node_move_to_the_others() -> Result<()> {
     )?;
     println!("placed: {placed:?}");
     // Every node's proxy serves every instance, wherever it runs.
+    let answers = |names: &[(String, String)]| -> BTreeSet<String> {
+        names
+            .iter()
+            .map(|(n, _)| format!("hello from {n}\n"))
+            .collect()
+    };
     wait_for(
         Duration::from_secs(5),
         "node-b's proxy serves all 3",
-        || {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..6 {
-                seen.insert(http_get(b.ingress, "hello.localhost", "/").ok()?.1);
-            }
-            (seen.len() == 3).then_some(())
-        },
+        || (served(b.ingress)? == answers(&placed)).then_some(()),
     )?;
 
     a.kill9()?;
@@ -100,13 +112,7 @@ fn instances_of_a_lost_node_move_to_the_others() -> Result<()> {
     wait_for(
         Duration::from_secs(5),
         "node-b serves the 3 new instances",
-        || {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..6 {
-                seen.insert(http_get(b.ingress, "hello.localhost", "/").ok()?.1);
-            }
-            (seen.len() == 3).then_some(())
-        },
+        || (served(b.ingress)? == answers(&moved)).then_some(()),
     )?;
     for _ in 0..50 {
         let (status, body) = http_get(b.ingress, "hello.localhost", "/")?;
