@@ -165,7 +165,7 @@ fn main() {
         );
     }
 
-    // The reservation store alone: lock, allocate, fsync+rename, then release the same way.
+    // The reservation store alone: lock, allocate, write + exchange, then release the same way.
     let sets = [RangeSet::new(vec![
         Range::new("10.252.0.0/24".parse().expect("subnet"), None, None, None).expect("range"),
     ])
@@ -185,7 +185,7 @@ fn main() {
         cycle.push(ms(t.elapsed()) / 2.0);
     }
     eprintln!(
-        "ipam store (flock + write + rename) per operation: median_ms={:.3} p99_ms={:.3}",
+        "ipam store (flock + write + exchange) per operation: median_ms={:.3} p99_ms={:.3}",
         median(&mut cycle),
         p99(&mut cycle)
     );

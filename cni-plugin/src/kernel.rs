@@ -2,6 +2,7 @@
 //! speaks rtnetlink (and nftables for masquerade), the fake records calls for unit tests.
 
 pub mod fake;
+mod netlink;
 pub mod real;
 
 use std::net::IpAddr;
@@ -19,9 +20,9 @@ pub enum KernelError {
         what: String,
         /// The errno the kernel answered, if any.
         errno: Option<i32>,
-        /// The cause.
+        /// The cause (the kernel's errno, or the socket's failure).
         #[source]
-        source: rtnetlink::Error,
+        source: std::io::Error,
     },
     /// Opening or entering the container's network namespace failed.
     #[error("entering network namespace {path}")]
@@ -159,9 +160,6 @@ pub struct MasqSpec {
 pub trait Kernel {
     /// Whether the namespace path exists (ADD answers code 3 when it does not).
     fn netns_exists(&self, netns: &Path) -> bool;
-    /// Starts, ahead of need, whatever container operations on `netns` will use (the real
-    /// kernel: the namespace thread), so that it overlaps host-side work.
-    fn prepare_container(&self, _netns: &Path) {}
     /// Creates the bridge if missing (fixed MAC, MTU, up) and adds missing gateway addresses.
     fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<LinkInfo, KernelError>;
     /// Turns IP forwarding on for the families given, if not on already.

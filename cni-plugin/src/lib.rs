@@ -4,7 +4,9 @@
 //! The binary `berth-cni` runs [`plugin::run`]; the agent uses [`bootstrap`] to install it and
 //! its conflist on a node, and [`exec`] to drive conflists the way libcni does.
 //!
-//! No `unsafe`: namespace switching goes through nix's safe `setns` on dedicated threads.
+//! No `unsafe`: namespace switching goes through nix's safe `setns`, on the calling thread only
+//! for the instant of opening a netlink socket in a container's namespace (see
+//! [`kernel::real`]), and on dedicated threads in [`exec`].
 //!
 //! How the agent bootstraps a node and attaches an instance:
 //!

@@ -35,7 +35,6 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<CniResult, CniError> {
             format!("CNI_NETNS {}", netns.display()),
         ));
     }
-    ctx.kernel.prepare_container(netns);
     let host_name = host_veth_name(&conf.name, &env.container_id, &env.ifname);
 
     // Reserve addresses first: the reservation is what DEL and GC free after a crash.
