@@ -4,6 +4,12 @@
 #
 #   bench/proxy.sh                 # DURATION=10 s per run, ROUNDS=3
 #   DURATION=5 ROUNDS=1 CASES="keepalive tcp" bench/proxy.sh
+#   BENCH_BIN_DIR=/some/release/examples bench/proxy.sh   # a prebuilt berth instead of building
+#   INSTRUCTIONS=1 CASES= bench/proxy.sh   # user-space instructions per request (callgrind)
+#
+# With INSTRUCTIONS=1, berth and HAProxy also run under callgrind (Debian package valgrind),
+# which counts the instructions each executes per proxied request: a figure that, unlike
+# requests per second, does not move with the load other processes put on the machine.
 #
 # Prints one line per case:
 # case=<name> berth=<rps> haproxy=<rps> nginx=<rps> berth_p99_ms=<x> best_peer_p99_ms=<y> ratio_vs_best=<r>
@@ -20,14 +26,20 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v wrk >/dev/null || need+=(wrk)
+[ -z "${INSTRUCTIONS:-}" ] || command -v valgrind >/dev/null || need+=(valgrind)
 if [ ${#need[@]} -gt 0 ]; then
     echo "# installing ${need[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --release -q -p berth-proxy --example bench_proxy --example bench_backend
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target/release/examples"
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    # Prebuilt bench_proxy and bench_backend (to compare two builds with the same script).
+    bin=$BENCH_BIN_DIR
+else
+    cargo build --release -q -p berth-proxy --example bench_proxy --example bench_backend
+    target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    bin="$target/release/examples"
+fi
 
 tmp=$(mktemp -d)
 pids=()
@@ -121,6 +133,10 @@ http {
     server {
         listen 127.0.0.1:$N_HTTP;
         listen 127.0.0.1:$N_TLS ssl;
+        # nginx 1.22 (Debian 12) defaults to TLS 1.0-1.2; the others negotiate TLS 1.3, whose
+        # resumed handshakes still run ECDHE while TLS 1.2's do not. The same protocol for
+        # every peer: the default of nginx >= 1.23.4.
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $tmp/cert.pem;
         ssl_certificate_key $tmp/key.pem;
         location / {
@@ -175,7 +191,7 @@ declare -A port_of=(
     [tcp:berth]=http:$B_TCP [tcp:haproxy]=http:$H_TCP [tcp:nginx]=http:$N_TCP
 )
 peers=(berth haproxy nginx)
-for case in ${CASES:-keepalive new_connection tls_keepalive tls_handshake tcp}; do
+for case in ${CASES-keepalive new_connection tls_keepalive tls_handshake tcp}; do
     args=()
     case $case in new_connection|tls_handshake) args=(-H "Connection: close") ;; esac
     declare -A sum_rps=() sum_p99=()
@@ -201,3 +217,69 @@ print(f"case={case} berth={b:.0f} haproxy={h:.0f} nginx={n:.0f} "
 PY
     unset sum_rps sum_p99
 done
+
+# Instructions per request under callgrind, counted only while wrk runs (after a warm-up):
+# prints "instructions case=<name> berth=<n> haproxy=<n>".
+count_instructions() {
+    local name=$1 port=$2 pid=$3 out=$4; shift 4
+    wrk -t1 -c10 -d2s "$@" "http://127.0.0.1:$port/" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    local requests
+    requests=$(wrk -t1 -c10 -d5s "$@" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+    callgrind_control -i off "$pid" >/dev/null 2>&1
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    sleep 1
+    local total
+    total=$(callgrind_annotate "$(ls -t "$out"* | head -1)" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "$name $(( total / requests ))"
+}
+if [ -n "${INSTRUCTIONS:-}" ]; then
+    read -r CB CH < <(python3 - <<'PY'
+import random, socket
+ports = []
+while len(ports) < 2:
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        if port not in ports:
+            ports.append(port)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(" ".join(map(str, ports)))
+PY
+)
+    cat >"$tmp/cg-berth.yaml" <<YAML
+listeners:
+  - {name: http, address: "127.0.0.1:$CB", protocol: http}
+virtual_hosts:
+  - {name: all, domains: ["*"], routes: [{path_prefix: /, cluster: backend}]}
+clusters:
+  - {name: backend, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
+YAML
+    sed -e "/^frontend http/,\$d" "$tmp/haproxy.cfg" >"$tmp/cg-haproxy.cfg"
+    cat >>"$tmp/cg-haproxy.cfg" <<CFG
+frontend http
+    mode http
+    bind 127.0.0.1:$CH
+    default_backend backend
+backend backend
+    mode http
+    http-reuse always
+    server b1 127.0.0.1:$BACKEND
+CFG
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg-berth.out" \
+        "$bin/bench_proxy" "$tmp/cg-berth.yaml" >/dev/null 2>&1 & cg_berth=$!; pids+=($cg_berth)
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg-haproxy.out" \
+        haproxy -db -f "$tmp/cg-haproxy.cfg" >/dev/null 2>&1 & cg_haproxy=$!; pids+=($cg_haproxy)
+    wait_port "$CB"; wait_port "$CH"
+    for case in keepalive new_connection; do
+        args=()
+        [ "$case" = new_connection ] && args=(-H "Connection: close")
+        read -r _ b < <(count_instructions berth "$CB" "$cg_berth" "$tmp/cg-berth.out" "${args[@]}")
+        read -r _ h < <(count_instructions haproxy "$CH" "$cg_haproxy" "$tmp/cg-haproxy.out" "${args[@]}")
+        echo "instructions case=$case berth=$b haproxy=$h"
+    done
+fi

@@ -62,6 +62,19 @@ pub(crate) async fn serve_admin(
     Ok(())
 }
 
+impl Proxy {
+    /// Serves the admin endpoints (`/metrics`, `/config`, `/endpoints[?cluster=NAME...]`,
+    /// `/ready`) on an already bound listener until `shutdown` completes: for embedders that
+    /// bind their own sockets rather than declaring `admin` in the config.
+    pub async fn serve_admin(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        serve_admin(self.clone(), listener, Box::pin(shutdown)).await
+    }
+}
+
 fn answer(proxy: &Proxy, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
@@ -77,7 +90,10 @@ fn answer(proxy: &Proxy, request: &Request<Incoming>) -> Response<Full<Bytes>> {
             response
         }
         "/config" => json(&*proxy.config()),
-        "/endpoints" => json(&endpoint_states(proxy)),
+        "/endpoints" => json(&endpoint_states(
+            proxy,
+            &clusters_asked(request.uri().query()),
+        )),
         "/ready" => text(StatusCode::OK, "ready\n".into()),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -113,7 +129,45 @@ struct EndpointState {
     ejections: u32,
 }
 
-fn endpoint_states(proxy: &Proxy) -> EndpointStates {
+/// The clusters a `?cluster=a&cluster=b` query names (percent-encoded or not); empty means all.
+fn clusters_asked(query: Option<&str>) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == "cluster")
+        .map(|(_, v)| percent_decode(v))
+        .collect()
+}
+
+/// `%XX` escapes and `+` decoded; a malformed escape is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        // Two hex digits: at most 255.
+                        out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn endpoint_states(proxy: &Proxy, only: &[String]) -> EndpointStates {
     let snapshot = proxy.snapshots().load();
     let now = crate::health::now_ms();
     EndpointStates {
@@ -121,6 +175,7 @@ fn endpoint_states(proxy: &Proxy) -> EndpointStates {
         clusters: snapshot
             .clusters()
             .iter()
+            .filter(|c| only.is_empty() || only.iter().any(|n| **n == *c.name))
             .map(|c| ClusterState {
                 name: c.name.to_string(),
                 lb_policy: c.policy,
@@ -169,4 +224,22 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_filter_reads_encoded_names() {
+        assert_eq!(
+            clusters_asked(Some(
+                "cluster=default%2Fweb%3Ahttp&x=1&cluster=a+b&cluster=%zz"
+            )),
+            vec!["default/web:http", "a b", "%zz"]
+        );
+        assert!(clusters_asked(None).is_empty());
+        assert!(clusters_asked(Some("clusters=a&cluster")).is_empty());
+        assert_eq!(percent_decode("ab%4"), "ab%4");
+    }
 }

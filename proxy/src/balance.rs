@@ -57,6 +57,20 @@ impl LbState {
         Counted(self.clone(), Counter::Active)
     }
 
+    /// Like [`Self::request`], unless `max` requests are in flight already (a circuit
+    /// breaker): then `None`, and nothing is counted.
+    pub(crate) fn request_within(self: &Arc<Self>, max: u64) -> Option<Counted> {
+        // Counted first, then checked, so that concurrent requests cannot all slip in.
+        let before = self.active.fetch_add(1, Ordering::Relaxed);
+        let guard = Counted(self.clone(), Counter::Active);
+        (before < max).then_some(guard)
+    }
+
+    /// Requests of the cluster in flight.
+    pub(crate) fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// A retry slot if fewer than `max(min, percent% of active requests)` retries are in
     /// flight; it is held until the guard drops.
     pub(crate) fn try_retry(self: &Arc<Self>, percent: u32, min: u32) -> Option<Counted> {

@@ -7,10 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::config::HealthCheck;
+use crate::connector::UpstreamTls;
 use crate::health::now_ms;
 use crate::proxy::WeakProxy;
 
@@ -40,8 +41,9 @@ pub(crate) async fn run(proxy: WeakProxy) {
                 let (load, address, check) =
                     (endpoint.load.clone(), endpoint.address, check.clone());
                 let cluster_name = cluster.name.clone();
+                let tls = cluster.upstream_tls.clone();
                 tokio::spawn(async move {
-                    let passed = probe(address, &check).await;
+                    let passed = probe(address, &check, tls.as_ref()).await;
                     let changed = load.health.record_check(
                         passed,
                         check.healthy_threshold,
@@ -63,24 +65,41 @@ fn log_change(cluster: &str, address: SocketAddr, changed: Option<bool>) {
 }
 
 /// One check: a TCP connect, and with `http_path` a GET that must answer 2xx or 3xx, all
-/// within the timeout.
-async fn probe(address: SocketAddr, check: &HealthCheck) -> bool {
+/// within the timeout. On a TLS cluster the GET goes over TLS, verified like requests, in
+/// HTTP/2 if ALPN picked it.
+async fn probe(address: SocketAddr, check: &HealthCheck, tls: Option<&UpstreamTls>) -> bool {
     let timeout = Duration::from_millis(check.timeout_ms.max(1));
     tokio::time::timeout(timeout, async {
         let stream = TcpStream::connect(address).await.ok()?;
         let Some(path) = &check.http_path else {
             return Some(true);
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .ok()?;
-        tokio::spawn(connection);
         let request = Request::get(path.as_str())
             .header(header::HOST, address.to_string())
             .header(header::USER_AGENT, "berth-proxy-health-check")
             .body(Empty::<Bytes>::new())
             .ok()?;
-        let response = sender.send_request(request).await.ok()?;
+        let response = match tls {
+            None => send_http1(TokioIo::new(stream), request).await?,
+            Some(tls) => {
+                let stream = tls.connect(tls.name_for(address), stream).await.ok()?;
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                        TokioExecutor::new(),
+                        TokioIo::new(stream),
+                    )
+                    .await
+                    .ok()?;
+                    tokio::spawn(connection);
+                    let mut request = request;
+                    request.headers_mut().remove(header::HOST);
+                    *request.uri_mut() = format!("https://{address}{path}").parse().ok()?;
+                    sender.send_request(request).await.ok()?
+                } else {
+                    send_http1(TokioIo::new(stream), request).await?
+                }
+            }
+        };
         let status = response.status();
         Some(status.is_success() || status.is_redirection())
     })
@@ -88,4 +107,16 @@ async fn probe(address: SocketAddr, check: &HealthCheck) -> bool {
     .ok()
     .flatten()
     .unwrap_or(false)
+}
+
+async fn send_http1<I>(
+    io: I,
+    request: Request<Empty<Bytes>>,
+) -> Option<http::Response<hyper::body::Incoming>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.ok()
 }

@@ -31,6 +31,24 @@ pub struct Config {
     /// after the config is applied.
     #[serde(default)]
     pub limits: Limits,
+    /// What the proxy does with `X-Request-Id`, default `keep`.
+    #[serde(default)]
+    pub request_id: RequestIdPolicy,
+}
+
+/// `X-Request-Id` handling. The id goes to the upstream, back on the response (also on
+/// answers the proxy makes itself) and into the access log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestIdPolicy {
+    /// Keep a valid incoming id (1 to 128 characters of `A-Z a-z 0-9 - _ . : + / =`),
+    /// else generate one (a UUID-shaped value unique to this proxy process).
+    #[default]
+    Keep,
+    /// Always generate a new id: for an edge proxy whose clients are not trusted to pick them.
+    Generate,
+    /// Neither read nor add the header (requests pass it through untouched).
+    Off,
 }
 
 /// Resource bounds of every listener.
@@ -44,8 +62,14 @@ pub struct Limits {
     /// Request head size at most in bytes, default 65536.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
-    /// Time allowed to receive a request head in milliseconds (slowloris bound), default
-    /// 10000; a connection that exceeds it is closed.
+    /// Header fields in a request at most, default 100 (HAProxy allows 101); more are answered
+    /// with 431. Must be at least 1.
+    #[serde(default = "default_max_header_count")]
+    pub max_header_count: usize,
+    /// Time allowed to receive an HTTP/1 request head in milliseconds (slowloris bound),
+    /// default 10000. Past it a client that sent part of a head, or nothing yet on a new
+    /// connection, gets 408 and the connection closes (as HAProxy's `timeout http-request`);
+    /// an idle keep-alive connection just closes.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
     /// How long open connections may take to finish after their listener stops, in
@@ -59,6 +83,7 @@ impl Default for Limits {
         Self {
             max_connections: default_max_connections(),
             max_header_bytes: default_max_header_bytes(),
+            max_header_count: default_max_header_count(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
         }
@@ -69,9 +94,11 @@ fn default_drain_timeout_ms_cluster() -> u64 {
     30_000
 }
 
-fn default_udp_idle_timeout_ms() -> u64 {
-    60_000
-}
+/// A UDP session's idle timeout when the listener sets none.
+pub(crate) const DEFAULT_UDP_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// A TCP connection's idle timeout when the listener sets none: Envoy's default of one hour.
+pub(crate) const DEFAULT_TCP_IDLE_TIMEOUT_MS: u64 = 3_600_000;
 
 fn default_max_connections() -> usize {
     10_000
@@ -79,6 +106,10 @@ fn default_max_connections() -> usize {
 
 fn default_max_header_bytes() -> usize {
     64 * 1024
+}
+
+fn default_max_header_count() -> usize {
+    100
 }
 
 fn default_header_read_timeout_ms() -> u64 {
@@ -108,12 +139,19 @@ pub struct Listener {
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocol>,
     /// For `udp`: a session ends after this many milliseconds without a datagram either way,
-    /// default 60000.
-    #[serde(default = "default_udp_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
+    /// default 60000. For `tcp`: a connection is closed (both sides) after this many
+    /// milliseconds without a byte either way, default 3600000 (one hour, as Envoy); 0 turns
+    /// it off. Not allowed for `http`.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
     /// Terminate TLS (1.2 and 1.3) on this listener (`http` only).
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// For `http`: every request on this listener goes to this virtual host, whatever its
+    /// Host header (a service VIP, which clients reach under any name: `hello`,
+    /// `hello.shop`, the address). Default: the virtual host is chosen by Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_host: Option<String>,
 }
 
 /// TLS termination on a listener. The certificate is chosen per handshake by SNI from the
@@ -199,11 +237,13 @@ pub struct VirtualHost {
     /// A wildcard is always `*.` followed by a suffix and matches one or more whole labels:
     /// "*.example.com" matches "a.example.com" and "a.b.example.com" but not "example.com".
     pub domains: Vec<String>,
-    /// Routes, matched by path prefix; the longest matching prefix wins.
+    /// Routes: the longest matching path prefix wins; among routes of one prefix, the first
+    /// whose header matches all hold.
     pub routes: Vec<Route>,
 }
 
-/// Sends requests whose path starts with a prefix to a cluster.
+/// Sends requests whose path starts with a prefix (and whose headers match) to a cluster,
+/// optionally rewriting them on the way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -217,6 +257,34 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the cluster to send to.
     pub cluster: String,
+    /// Conditions on request headers, all of which must hold; none by default. Routes of the
+    /// same prefix are tried in config order, so a route without header matches after them
+    /// is the fallback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Host header sent upstream instead of the client's (which stays in
+    /// `X-Forwarded-Host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+    /// Headers set on (or appended to) the request sent upstream, after removals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_add: Vec<HeaderToAdd>,
+    /// Headers removed from the request before it goes upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_to_remove: Vec<String>,
+    /// Headers set on (or appended to) the response sent to the client, after removals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_add: Vec<HeaderToAdd>,
+    /// Headers removed from the response before it goes to the client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers_to_remove: Vec<String>,
+    /// Request timeout for this route in milliseconds (sending to response head; 0 disables),
+    /// instead of the cluster's `request_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry policy for this route instead of the cluster's `retries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
 }
 
 impl Default for Route {
@@ -224,8 +292,55 @@ impl Default for Route {
         Self {
             path_prefix: default_prefix(),
             cluster: String::new(),
+            headers: Vec::new(),
+            host_rewrite: None,
+            request_headers_to_add: Vec::new(),
+            request_headers_to_remove: Vec::new(),
+            response_headers_to_add: Vec::new(),
+            response_headers_to_remove: Vec::new(),
+            timeout_ms: None,
+            retries: None,
         }
     }
+}
+
+/// A condition on one request header; give exactly one of `exact`, `prefix`, `regex` and
+/// `present`: `{name: x-canary, exact: "1"}`, `{name: x-version, prefix: "v2"}`,
+/// `{name: x-user, regex: "[a-f0-9]{8}"}`, `{name: x-debug, present: true}`,
+/// `{name: authorization, present: false}` (absent). A header sent several times matches if
+/// one of its values does. `regex` must match the whole value (RE2-like syntax of the
+/// `regex` crate, linear time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name, case-insensitive.
+    pub name: String,
+    /// The value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// `true`: the header is present (any value); `false`: it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+/// A header a route adds: `{name: x-env, value: prod}` replaces any value the message had;
+/// with `append: true` it is added beside them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderToAdd {
+    /// Header name.
+    pub name: String,
+    /// Header value (visible ASCII, spaces and tabs).
+    pub value: String,
+    /// Keep existing values and add this one, default false (replace).
+    #[serde(default)]
+    pub append: bool,
 }
 
 /// A named group of interchangeable upstream endpoints.
@@ -273,6 +388,85 @@ pub struct Cluster {
     /// endpoint of a session and the next one when the pinned endpoint is gone).
     #[serde(default)]
     pub sticky: Option<StickySessions>,
+    /// Limits past which requests are refused with 503 at once instead of piling up on a
+    /// struggling cluster; none by default.
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
+    /// Speak TLS to the endpoints; plaintext by default.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Envoy's circuit breakers for one cluster: past a limit a request gets 503 at once, and
+/// `berth_proxy_cluster_overflow_total{cluster,kind}` counts it (`kind` is `connections`,
+/// `pending` or `requests`); `berth_proxy_cluster_breaker_remaining{cluster,kind}` shows the
+/// room left under each. Each limit defaults to 1024 (Envoy's) and must be at least 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// Upstream connections open to the cluster's endpoints at most (all of them together); a
+    /// request that needs a new connection past it is refused.
+    #[serde(default = "default_breaker_limit")]
+    pub max_connections: u32,
+    /// Requests waiting for a new upstream connection at most: connection attempts (TCP
+    /// connect and TLS handshake) in progress, since each such request starts one.
+    #[serde(default = "default_breaker_limit")]
+    pub max_pending_requests: u32,
+    /// Requests in flight to the cluster at most; a request counts once, however often it
+    /// is retried (retries have their own bound, the retry budget).
+    #[serde(default = "default_breaker_limit")]
+    pub max_requests: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        Self {
+            max_connections: default_breaker_limit(),
+            max_pending_requests: default_breaker_limit(),
+            max_requests: default_breaker_limit(),
+        }
+    }
+}
+
+fn default_breaker_limit() -> u32 {
+    1024
+}
+
+/// TLS from the proxy to a cluster's endpoints (TLS 1.2 and 1.3, rustls): for requests of
+/// HTTP listeners, for connections of TCP listeners (a PROXY header goes first, in clear, as
+/// HAProxy sends it) and for HTTP health checks. A failed handshake or verification is a
+/// connect failure: retried on another endpoint, else 502.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Server name sent as SNI and verified against the endpoint's certificate; default the
+    /// endpoint's host (its IP address, which is verified against the certificate's IP
+    /// address names and sent without SNI, as RFC 6066 requires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// PEM bundle of the CAs trusted to sign endpoint certificates; without it (and without
+    /// `ca_file`), the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Read the CA bundle from this file instead, at each (re)load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) presented to endpoints that ask for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+    /// Its private key (PEM). Never shown by the admin dump.
+    #[serde(default, skip_serializing)]
+    pub client_key_pem: Option<String>,
+    /// Read the client chain from this file instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// Read the client key from this file instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// ALPN protocols offered; default `h2` for an `h2` cluster, `http/1.1` otherwise. The
+    /// cluster's `upstream_protocol` decides what is spoken, so offer that one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
 }
 
 /// Passive outlier detection: consecutive failures (connect errors, resets, timeouts, 5xx)
@@ -475,6 +669,8 @@ impl Default for Cluster {
             sticky: None,
             outlier_detection: default_outlier_detection(),
             health_check: None,
+            circuit_breakers: None,
+            tls: None,
         }
     }
 }
@@ -592,6 +788,51 @@ mod tests {
             serde_json::from_str::<Config>("{}").unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn new_fields_round_trip_and_keys_stay_hidden() {
+        let yaml = r#"
+request_id: generate
+limits: {max_header_count: 50}
+listeners: [{name: t, address: "127.0.0.1:9", protocol: tcp, cluster: c, idle_timeout_ms: 0}]
+virtual_hosts:
+  - name: v
+    domains: ["*"]
+    routes:
+      - path_prefix: /
+        cluster: c
+        headers: [{name: x-a, exact: "1"}, {name: x-b, regex: "v[0-9]"}, {name: x-c, present: false}]
+        host_rewrite: internal
+        request_headers_to_add: [{name: x-env, value: prod, append: true}]
+        request_headers_to_remove: [x-debug]
+        response_headers_to_add: [{name: x-served-by, value: berth}]
+        response_headers_to_remove: [server]
+        timeout_ms: 100
+        retries: {max_retries: 1}
+clusters:
+  - name: c
+    circuit_breakers: {max_requests: 10}
+    tls: {sni: c.internal, ca_pem: "PEM", client_cert_pem: "CERT", client_key_pem: "KEY", alpn: [h2]}
+"#;
+        let config: Config = serde_yaml_ng::from_str(yaml).unwrap();
+        let cluster = &config.clusters[0];
+        assert_eq!(
+            cluster.circuit_breakers.as_ref().unwrap().max_connections,
+            1024
+        );
+        assert_eq!(config.listeners[0].idle_timeout_ms, Some(0));
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(
+            !json.contains("KEY"),
+            "the client key is never dumped: {json}"
+        );
+        let mut back: Config = serde_json::from_str(&json).unwrap();
+        back.clusters[0].tls.as_mut().unwrap().client_key_pem = Some("KEY".into());
+        assert_eq!(back, config);
+        // A route without the new fields dumps as before.
+        let plain = serde_json::to_string(&Route::default()).unwrap();
+        assert_eq!(plain, r#"{"path_prefix":"/","cluster":""}"#);
     }
 
     #[test]

@@ -130,4 +130,34 @@ pub enum ConfigError {
         /// The endpoint.
         address: SocketAddr,
     },
+    /// A route field is invalid; `field` names it (`headers[1].regex`, `host_rewrite`, ...).
+    #[error("route {prefix:?} in virtual host {virtual_host:?}: {field}: {reason}")]
+    InvalidRoute {
+        /// The virtual host.
+        virtual_host: String,
+        /// The route's path prefix.
+        prefix: String,
+        /// The offending field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cluster field is invalid; `field` names it (`circuit_breakers.max_requests`, ...).
+    #[error("cluster {cluster:?}: {field}: {reason}")]
+    InvalidCluster {
+        /// The cluster.
+        cluster: String,
+        /// The offending field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A field of `limits` is invalid.
+    #[error("limits: {field}: {reason}")]
+    InvalidLimit {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }

@@ -4,6 +4,8 @@ mod body;
 pub(crate) mod cookie;
 mod error;
 mod headers;
+pub(crate) mod policy;
+pub(crate) mod request_id;
 mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,8 +22,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::Proxy;
 use crate::balance::InFlight;
+use crate::breaker::OverflowKind;
 use crate::config::{HashPolicy, UpstreamProtocol};
 use crate::snapshot::{ClusterEntry, RouteMiss};
+use crate::upstream::{Affinity, Lease};
 
 pub(crate) use body::RequestBody;
 use error::{Fault, ProxyError};
@@ -35,6 +39,18 @@ pub(crate) type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     _in_flight: InFlight,
+    /// The upstream connection, free again once this body was read to its end.
+    lease: Lease,
+    ended: bool,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body without content (HEAD, 204, 304, length 0) is dropped without being read.
+        if self.ended || self.inner.is_end_stream() {
+            self.lease.release();
+        }
+    }
 }
 
 /// Why a response stream was cut by the proxy.
@@ -56,9 +72,15 @@ impl Body for UpstreamBody {
         if this._in_flight.endpoint().is_cut() {
             return Poll::Ready(Some(Err(Box::new(Drained))));
         }
-        Pin::new(&mut this.inner)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|result| result.map_err(Into::into)))
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        // Trailers come last in HTTP/1.1.
+        if frame
+            .as_ref()
+            .is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers))
+        {
+            this.ended = true;
+        }
+        Poll::Ready(frame.map(|result| result.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -73,9 +95,11 @@ impl Body for UpstreamBody {
 /// Proxies one request; every failure becomes a response, never a panic or a dropped stream.
 pub(crate) async fn handle(
     proxy: &Proxy,
+    listener: &str,
     mut request: Request<Incoming>,
     client: SocketAddr,
     secure: bool,
+    affinity: Option<&Affinity>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     // WebSocket and other HTTP/1.1 upgrades: the client's side of the tunnel, if the upstream
@@ -89,20 +113,31 @@ pub(crate) async fn handle(
     let host = request_host(&parts);
     let host_name = normalise_host(host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""));
 
-    let routed = if method == Method::CONNECT {
-        Err(ProxyError::MethodNotSupported)
-    } else {
+    let (request_id, routed) = {
         // The one snapshot load of this request; the cluster entry it yields holds the
         // endpoints, balancer and pool that the rest of the request uses.
         let snapshot = proxy.snapshots().load();
-        match snapshot.route(&host_name, uri.path()) {
-            Ok((_, cluster)) => Ok(Arc::clone(cluster)),
-            Err(RouteMiss::NoVirtualHost) => Err(ProxyError::NoVirtualHost),
-            Err(RouteMiss::NoRoute) => Err(ProxyError::NoRoute),
-        }
+        // Counted as received, before the proxy adds any: HTTP/1 heads are bounded by hyper
+        // already; this bounds HTTP/2 ones.
+        let too_many_headers = parts.headers.len() > snapshot.max_header_count();
+        let request_id = request_id::ensure(snapshot.request_id(), &mut parts.headers);
+        let routed = if method == Method::CONNECT {
+            Err(ProxyError::MethodNotSupported)
+        } else if too_many_headers {
+            Err(ProxyError::TooManyHeaders)
+        } else {
+            match snapshot.route_on(listener, &host_name, uri.path(), &parts.headers) {
+                Ok(routed) => Ok((Arc::clone(routed.cluster), routed.route.policy.clone())),
+                Err(RouteMiss::NoVirtualHost) => Err(ProxyError::NoVirtualHost),
+                Err(RouteMiss::NoRoute) => Err(ProxyError::NoRoute),
+            }
+        };
+        (request_id, routed)
     };
+    let mut policy = None;
     let (result, cluster) = match routed {
-        Ok(cluster) => {
+        Ok((cluster, route_policy)) => {
+            policy = route_policy;
             if let Some((protocol, _)) = &upgrade {
                 // Hop-by-hop stripping removes these; an upgrade needs them end to end.
                 parts
@@ -110,7 +145,17 @@ pub(crate) async fn handle(
                     .insert(upgrade::Requested(protocol.clone()));
             }
             (
-                forward(&cluster, parts, body, client.ip(), host.as_ref(), secure).await,
+                forward(
+                    &cluster,
+                    policy.as_deref(),
+                    parts,
+                    body,
+                    client.ip(),
+                    host.as_ref(),
+                    secure,
+                    affinity,
+                )
+                .await,
                 Some(cluster),
             )
         }
@@ -138,9 +183,15 @@ pub(crate) async fn handle(
             if let Some(protocol) = switched {
                 upgrade::restore_headers(response.headers_mut(), protocol);
             }
+            if let Some(policy) = policy.as_deref().filter(|p| p.edits_response()) {
+                policy::response_headers(policy, response.headers_mut());
+            }
             (response, Some(upstream))
         }
         Err(error) => {
+            if let (ProxyError::Overflow(kind), Some(cluster)) = (&error, &cluster) {
+                proxy.metrics().overflow(&cluster.name, *kind);
+            }
             if matches!(error.fault(), Fault::Upstream | Fault::Internal) {
                 tracing::warn!(
                     cluster = cluster_name,
@@ -151,6 +202,12 @@ pub(crate) async fn handle(
             (error.to_response(), None)
         }
     };
+    let mut response = response;
+    if let Some(id) = &request_id {
+        response
+            .headers_mut()
+            .insert(request_id::X_REQUEST_ID, id.clone());
+    }
     let elapsed = started.elapsed();
     proxy
         .metrics()
@@ -163,6 +220,7 @@ pub(crate) async fn handle(
         status = response.status().as_u16(),
         cluster = cluster_name,
         upstream = upstream.map(tracing::field::display),
+        request_id = request_id.as_ref().and_then(|id| id.to_str().ok()),
         duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
     );
     response
@@ -170,14 +228,20 @@ pub(crate) async fn handle(
 
 /// Sends the request to an endpoint of `cluster`; a connect failure is retried once on
 /// another endpoint.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, which passes its locals"
+)]
 async fn forward(
     cluster: &ClusterEntry,
+    policy: Option<&policy::RoutePolicy>,
     parts: request::Parts,
     body: Incoming,
     client: IpAddr,
     host: Option<&HeaderValue>,
     secure: bool,
-) -> Result<(Response<Incoming>, SocketAddr, InFlight), ProxyError> {
+    affinity: Option<&Affinity>,
+) -> Result<(Response<Incoming>, SocketAddr, (InFlight, Lease)), ProxyError> {
     let now = std::time::SystemTime::now();
     let pinned = cluster.sticky.as_ref().and_then(|(key, index)| {
         let value = cookie::find(&parts.headers, key.cookie_name())?;
@@ -206,6 +270,13 @@ async fn forward(
         // which RFC 9112 says wins over Host).
         headers.insert(header::HOST, host);
     }
+    if let Some(policy) = policy {
+        policy::request_headers(policy, &mut headers);
+    }
+    let retry_policy = policy.map_or(&cluster.retries, |p| p.retries(&cluster.retries));
+    let request_timeout = policy.map_or(cluster.request_timeout, |p| {
+        p.request_timeout(cluster.request_timeout)
+    });
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -214,12 +285,18 @@ async fn forward(
     let (body, reclaim) = RequestBody::park(body);
     let mut body = Some(body);
     let mut retries_left = if cluster.endpoints.len() > 1 {
-        cluster.retries.max_retries
+        retry_policy.max_retries
     } else {
         0
     };
     let idempotent = is_idempotent(&parts.method);
-    let _active = cluster.lb_state.request();
+    let _active = match cluster.breakers.max_requests() {
+        None => cluster.lb_state.request(),
+        Some(max) => cluster
+            .lb_state
+            .request_within(max)
+            .ok_or(ProxyError::Overflow(OverflowKind::Requests))?,
+    };
     // Held while a budgeted retry is in flight.
     let mut _retry_slot = None;
 
@@ -250,8 +327,23 @@ async fn forward(
         };
 
         let in_flight = endpoint.load.start();
-        let sent = cluster.upstream.request(request);
-        let result = match cluster.request_timeout {
+        let sent = async {
+            match &cluster.pooled {
+                // TLS or circuit-breaker clusters: hyper-util's pool over berth's connector.
+                Some(pooled) => pooled
+                    .request(request)
+                    .await
+                    .map(|response| (response, Lease::default()))
+                    .map_err(crate::upstream::SendError::H2),
+                None => {
+                    cluster
+                        .upstream
+                        .send(request, endpoint.address, &endpoint.authority, affinity)
+                        .await
+                }
+            }
+        };
+        let result = match request_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -264,9 +356,9 @@ async fn forward(
             None => sent.await,
         };
         let error = match result {
-            Ok(response)
+            Ok((response, _))
                 if idempotent
-                    && cluster.retries.on_5xx
+                    && retry_policy.on_5xx
                     && retries_left > 0
                     && response.status().is_server_error() =>
             {
@@ -275,33 +367,37 @@ async fn forward(
                     response: Box::new(response),
                 }
             }
-            Ok(response) => {
+            Ok((response, lease)) => {
                 cluster.record_success(index);
                 return Ok((
                     sticky_response(cluster, pinned, index, response, now),
                     endpoint.address,
-                    in_flight,
+                    (in_flight, lease),
                 ));
             }
             Err(source) => ProxyError::upstream(endpoint.address, source),
         };
+        if matches!(error, ProxyError::Overflow(_)) {
+            // The cluster's own limit, not the endpoint's fault, and no retry would pass it.
+            return Err(error);
+        }
         cluster.record_failure(index);
         let connect_failure = error.retry_safe();
         if retries_left == 0 || !(connect_failure || idempotent) {
-            return error.into_result(in_flight);
+            return error.into_result((in_flight, Lease::default()));
         }
         let (Some(next), Some(again)) = (cluster.pick_other(index), reclaim.take()) else {
-            return error.into_result(in_flight);
+            return error.into_result((in_flight, Lease::default()));
         };
         if !connect_failure {
             // Only failures after the request left count against the budget: they are the
             // ones that multiply load on a struggling cluster.
             match cluster.lb_state.try_retry(
-                cluster.retries.budget_percent,
-                cluster.retries.min_retry_concurrency,
+                retry_policy.budget_percent,
+                retry_policy.min_retry_concurrency,
             ) {
                 Some(slot) => _retry_slot = Some(slot),
-                None => return error.into_result(in_flight),
+                None => return error.into_result((in_flight, Lease::default())),
             }
         }
         drop(in_flight);
@@ -383,7 +479,7 @@ pub(crate) fn with_ip_key<R>(ip: IpAddr, f: impl FnOnce(&[u8]) -> R) -> R {
 
 fn response_from_upstream(
     response: Response<Incoming>,
-    in_flight: InFlight,
+    (in_flight, lease): (InFlight, Lease),
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -394,6 +490,8 @@ fn response_from_upstream(
         Either::Left(UpstreamBody {
             inner: body,
             _in_flight: in_flight,
+            lease,
+            ended: false,
         }),
     )
 }

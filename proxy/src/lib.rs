@@ -1,10 +1,14 @@
 //! berth's per-node L4/L7 proxy.
 //!
-//! Virtual hosts are chosen by the request's host, routes by the longest path prefix, and each
-//! route sends to a cluster whose endpoints are balanced by its LB policy (smooth weighted
-//! round robin, least request, random, ketama ring hash, maglev), optionally with sticky
-//! cookies, active health checks, outlier ejection, retries within a budget and timeouts.
-//! TLS is terminated with rustls (certificates by SNI). TCP and UDP listeners forward whole
+//! Virtual hosts are chosen by the request's host, routes by the longest path prefix and
+//! header matches (exact, prefix, regex, present, absent), and each route sends to a cluster
+//! whose endpoints are balanced by its LB policy (smooth weighted round robin, least request,
+//! random, ketama ring hash, maglev), optionally with sticky cookies, active health checks,
+//! outlier ejection, retries within a budget, timeouts and circuit breakers. Routes may rewrite
+//! the host, add and remove request and response headers, and override the cluster's timeout
+//! and retry policy. Every request carries an `X-Request-Id` (kept if valid, else generated).
+//! TLS is terminated with rustls (certificates by SNI), and clusters may speak TLS to their
+//! endpoints (SNI, verification, client certificates, ALPN). TCP and UDP listeners forward whole
 //! connections or sessions to a cluster the same way. [`run_from_file`] runs it all from a
 //! YAML or JSON file, with an admin listener for metrics and state dumps. The routing state
 //! lives in an immutable snapshot behind an [`arc_swap::ArcSwap`]: every request
@@ -20,7 +24,7 @@
 //!     virtual_hosts: vec![VirtualHost {
 //!         name: "hello".into(),
 //!         domains: vec!["hello.localhost".into()],
-//!         routes: vec![Route { path_prefix: "/".into(), cluster: "hello".into() }],
+//!         routes: vec![Route { path_prefix: "/".into(), cluster: "hello".into(), ..Route::default() }],
 //!     }],
 //!     clusters: vec![Cluster {
 //!         name: "hello".into(),
@@ -39,9 +43,11 @@
 //!
 //! Layout: `config` is inert serde data; `snapshot` validates and builds it; `balance` picks
 //! endpoints; `health` and `checker` decide which are usable; `sticky` signs affinity
-//! cookies; `http` handles one request; `server` accepts and drains connections (`tls`
-//! terminates TLS); `tcp` and `udp` are the L4 listeners (`proxy_protocol` writes PROXY
-//! headers); `upstream` holds the per-cluster connection pools; `run` binds listeners from a
+//! cookies; `http` handles one request (`http::policy` applies a route's rewrites);
+//! `server` accepts and drains connections (`tls` terminates TLS, `head_timeout` answers 408
+//! to slow clients); `tcp` and `udp` are the L4 listeners (`proxy_protocol` writes PROXY
+//! headers); `upstream` holds the per-cluster connection pools (`connector` opens the
+//! connections of clusters with TLS or circuit breakers, which `breaker` bounds); `run` binds listeners from a
 //! file and reloads it; `admin` and `metrics` are the admin listener.
 
 #![forbid(unsafe_code)]
@@ -50,11 +56,14 @@
 
 mod admin;
 mod balance;
+mod breaker;
 mod checker;
 mod config;
+mod connector;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod head_timeout;
 mod health;
 mod http;
 mod metrics;
@@ -70,10 +79,11 @@ mod udp;
 mod upstream;
 
 pub use config::{
-    Admin, Certificate, Cluster, Config, Endpoint, HashPolicy, HealthCheck, LbPolicy, Limits,
-    Listener, ListenerProtocol, ListenerTls, OutlierDetection, ProxyProtocol, RetryPolicy, Route,
-    StickySessions, UpstreamProtocol, VirtualHost,
+    Admin, Certificate, CircuitBreakers, Cluster, Config, Endpoint, HashPolicy, HeaderMatch,
+    HeaderToAdd, HealthCheck, LbPolicy, Limits, Listener, ListenerProtocol, ListenerTls,
+    OutlierDetection, ProxyProtocol, RequestIdPolicy, RetryPolicy, Route, StickySessions,
+    UpstreamProtocol, UpstreamTls, VirtualHost,
 };
 pub use error::ConfigError;
 pub use proxy::Proxy;
-pub use run::{RunError, load_config, run_from_file};
+pub use run::{Listeners, RunError, load_config, run_from_file};

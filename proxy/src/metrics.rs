@@ -39,6 +39,12 @@ struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverflowLabels {
+    cluster: Name,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: Name,
 }
@@ -64,6 +70,8 @@ pub(crate) struct Metrics {
     endpoint_failures: Family<EndpointLabels, Gauge>,
     endpoint_healthy: Family<EndpointLabels, Gauge>,
     endpoint_ejections: Family<EndpointLabels, Gauge>,
+    overflow: Family<OverflowLabels, Counter>,
+    breaker_remaining: Family<OverflowLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -135,7 +143,23 @@ impl Metrics {
             "Outlier ejections of the endpoint so far",
             endpoint_ejections.clone(),
         );
+        let overflow = Family::<OverflowLabels, Counter>::default();
+        registry.register(
+            "cluster_overflow",
+            "Requests refused by a cluster's circuit breakers, by cluster and limit \
+             (connections, pending, requests)",
+            overflow.clone(),
+        );
+        let breaker_remaining = Family::<OverflowLabels, Gauge>::default();
+        registry.register(
+            "cluster_breaker_remaining",
+            "Room left under each circuit-breaker limit, by cluster and limit (clusters with \
+             circuit breakers only)",
+            breaker_remaining.clone(),
+        );
         Self {
+            overflow,
+            breaker_remaining,
             registry,
             endpoint_healthy,
             endpoint_ejections,
@@ -192,6 +216,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused by `cluster`'s circuit breaker (rare: a map lookup is fine).
+    pub(crate) fn overflow(&self, cluster: &Arc<str>, kind: crate::breaker::OverflowKind) {
+        self.overflow
+            .get_or_create(&OverflowLabels {
+                cluster: Name(cluster.clone()),
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
     /// A listener's connection metrics, resolved once when it starts.
     pub(crate) fn listener(&self, listener: &Arc<str>) -> ListenerMetrics {
         let labels = ListenerLabels {
@@ -212,8 +246,18 @@ impl Metrics {
         self.endpoint_failures.clear();
         self.endpoint_healthy.clear();
         self.endpoint_ejections.clear();
+        self.breaker_remaining.clear();
         let now = crate::health::now_ms();
         for cluster in snapshot.clusters() {
+            let remaining = cluster.breakers.remaining(cluster.lb_state.active());
+            for (kind, left) in remaining.into_iter().flatten() {
+                self.breaker_remaining
+                    .get_or_create(&OverflowLabels {
+                        cluster: Name(cluster.name.clone()),
+                        kind: kind.as_str(),
+                    })
+                    .set(i64::try_from(left).unwrap_or(i64::MAX));
+            }
             for endpoint in cluster.endpoints.iter() {
                 let labels = EndpointLabels {
                     cluster: Name(cluster.name.clone()),

@@ -196,6 +196,9 @@ mod tests {
         // The certificate files are placeholders; everything else must build.
         config.certificates.clear();
         config.listeners.retain(|l| l.tls.is_none());
+        for cluster in &mut config.clusters {
+            cluster.tls = None;
+        }
         crate::snapshot::Snapshot::build(&config, None).unwrap();
     }
 
@@ -222,6 +225,7 @@ enum Kind {
     Tcp {
         cluster: String,
         proxy_protocol: Option<ProxyProtocol>,
+        idle_timeout_ms: u64,
     },
     Udp {
         cluster: String,
@@ -239,8 +243,11 @@ struct Running {
 
 /// The listeners currently bound, by name ("admin" for the admin listener, which a regular
 /// listener cannot shadow because it lives under a separate key).
+///
+/// Embedders that build the config themselves (the berth agent) keep one of these beside their
+/// [`Proxy`] and call [`Listeners::reconcile`] after each [`Proxy::apply`].
 #[derive(Debug, Default)]
-struct Listeners {
+pub struct Listeners {
     running: BTreeMap<(bool, String), Running>,
 }
 
@@ -248,7 +255,7 @@ impl Listeners {
     /// Binds what `config` declares and is not bound yet; stops what it no longer declares or
     /// declares differently. Bind errors are collected; the first is returned after trying
     /// every listener.
-    async fn reconcile(&mut self, proxy: &Proxy, config: &Config) -> Result<(), RunError> {
+    pub async fn reconcile(&mut self, proxy: &Proxy, config: &Config) -> Result<(), RunError> {
         let mut desired: BTreeMap<(bool, String), (SocketAddr, Kind)> = config
             .listeners
             .iter()
@@ -259,10 +266,15 @@ impl Listeners {
                         // Validated by the snapshot build: a tcp listener has a cluster.
                         cluster: l.cluster.clone().unwrap_or_default(),
                         proxy_protocol: l.proxy_protocol,
+                        idle_timeout_ms: l
+                            .idle_timeout_ms
+                            .unwrap_or(crate::config::DEFAULT_TCP_IDLE_TIMEOUT_MS),
                     },
                     ListenerProtocol::Udp => Kind::Udp {
                         cluster: l.cluster.clone().unwrap_or_default(),
-                        idle_timeout_ms: l.idle_timeout_ms,
+                        idle_timeout_ms: l
+                            .idle_timeout_ms
+                            .unwrap_or(crate::config::DEFAULT_UDP_IDLE_TIMEOUT_MS),
                     },
                 };
                 ((false, l.name.clone()), (l.address, kind))
@@ -306,7 +318,8 @@ impl Listeners {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn stop_all(&mut self) {
+    /// Stops every listener and waits for each to finish draining.
+    pub async fn stop_all(&mut self) {
         let running = std::mem::take(&mut self.running);
         let mut tasks = Vec::with_capacity(running.len());
         for (_, r) in running {
@@ -400,11 +413,15 @@ fn start(proxy: &Proxy, name: &str, bound: Bound, address: SocketAddr, kind: Kin
         Kind::Tcp {
             cluster,
             proxy_protocol,
+            idle_timeout_ms,
         } => {
             let route = TcpRoute {
                 listener: name,
                 cluster: Arc::from(cluster.as_str()),
                 proxy_protocol: *proxy_protocol,
+                // 0 turns the idle timeout off.
+                idle_timeout: (*idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(*idle_timeout_ms)),
             };
             tokio::spawn(crate::tcp::serve_tcp(proxy, listener, route, shutdown))
         }

@@ -18,6 +18,7 @@ use crate::error::ConfigError;
 
 pub(crate) use cluster::ClusterEntry;
 use host::HostTable;
+pub(crate) use route::RouteEntry;
 use route::RouteTable;
 
 /// One consistent view of routes, clusters and endpoints.
@@ -37,6 +38,27 @@ struct Routing {
     virtual_hosts: Box<[VirtualHostEntry]>,
     /// Cluster name to index in [`Snapshot::clusters`].
     cluster_index: AHashMap<Arc<str>, usize>,
+    request_id: crate::config::RequestIdPolicy,
+    /// Header fields per request at most (HTTP/1 is bounded by hyper already; this bounds
+    /// HTTP/2, whose only native limit is the header list size).
+    max_header_count: usize,
+    /// Listeners bound to one virtual host, by listener name.
+    listener_hosts: AHashMap<Arc<str>, usize>,
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub(crate) struct Routed<'a> {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the request path needs only the route and cluster"
+        )
+    )]
+    pub(crate) virtual_host: &'a str,
+    pub(crate) cluster: &'a Arc<ClusterEntry>,
+    pub(crate) route: &'a RouteEntry,
 }
 
 #[derive(Debug)]
@@ -57,6 +79,18 @@ pub(crate) enum RouteMiss {
 impl Snapshot {
     /// Validates `config` and builds the snapshot that follows `prev` (if any).
     pub(crate) fn build(config: &Config, prev: Option<&Snapshot>) -> Result<Self, ConfigError> {
+        if config.limits.max_header_bytes < 8192 {
+            return Err(ConfigError::InvalidLimit {
+                field: "max_header_bytes",
+                reason: "must be at least 8192 (a request line and a few headers)",
+            });
+        }
+        if config.limits.max_header_count == 0 {
+            return Err(ConfigError::InvalidLimit {
+                field: "max_header_count",
+                reason: "must be at least 1",
+            });
+        }
         let mut cluster_index = AHashMap::with_capacity(config.clusters.len());
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for cluster in &config.clusters {
@@ -113,6 +147,9 @@ impl Snapshot {
                 (ListenerProtocol::Http, None) if listener.proxy_protocol.is_some() => {
                     return Err(invalid("proxy_protocol is only for tcp listeners"));
                 }
+                (ListenerProtocol::Http, None) if listener.idle_timeout_ms.is_some() => {
+                    return Err(invalid("idle_timeout_ms is only for tcp and udp listeners"));
+                }
                 _ => {}
             }
         }
@@ -163,6 +200,25 @@ impl Snapshot {
                 routes,
             });
         }
+        let mut listener_hosts = AHashMap::new();
+        for listener in &config.listeners {
+            let Some(wanted) = &listener.virtual_host else {
+                continue;
+            };
+            let invalid = |reason| ConfigError::InvalidListener {
+                listener: listener.name.clone(),
+                reason,
+            };
+            if listener.protocol != ListenerProtocol::Http {
+                return Err(invalid("virtual_host is only for http listeners"));
+            }
+            let index = config
+                .virtual_hosts
+                .iter()
+                .position(|v| &v.name == wanted)
+                .ok_or_else(|| invalid("virtual_host names no configured virtual host"))?;
+            listener_hosts.insert(Arc::from(listener.name.as_str()), index);
+        }
 
         Ok(Self {
             revision: prev.map_or(1, |p| p.revision + 1),
@@ -171,6 +227,9 @@ impl Snapshot {
                 hosts,
                 virtual_hosts: virtual_hosts.into_boxed_slice(),
                 cluster_index,
+                request_id: config.request_id,
+                max_header_count: config.limits.max_header_count,
+                listener_hosts,
             }),
             clusters: clusters.into_boxed_slice(),
         })
@@ -197,21 +256,58 @@ impl Snapshot {
         })
     }
 
-    /// The virtual host name and cluster for a normalised host (lowercase, no port, no
-    /// trailing dot) and a request path (no query).
+    /// The virtual host, route and cluster for a normalised host (lowercase, no port, no
+    /// trailing dot), a request path (no query) and the request's headers (read only by
+    /// routes with header matches).
+    #[cfg(test)]
     pub(crate) fn route(
         &self,
         host: &str,
         path: &str,
-    ) -> Result<(&str, &Arc<ClusterEntry>), RouteMiss> {
-        let vhost = self
-            .routing
-            .hosts
-            .find(host)
-            .ok_or(RouteMiss::NoVirtualHost)?;
+        headers: &http::HeaderMap,
+    ) -> Result<Routed<'_>, RouteMiss> {
+        self.route_on("", host, path, headers)
+    }
+
+    /// [`Snapshot::route`] for a request that arrived on `listener`: a listener bound to a
+    /// virtual host sends everything there, whatever the Host header.
+    pub(crate) fn route_on(
+        &self,
+        listener: &str,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Routed<'_>, RouteMiss> {
+        let bound = if self.routing.listener_hosts.is_empty() {
+            None
+        } else {
+            self.routing.listener_hosts.get(listener).copied()
+        };
+        let vhost = match bound {
+            Some(index) => index,
+            None => self
+                .routing
+                .hosts
+                .find(host)
+                .ok_or(RouteMiss::NoVirtualHost)?,
+        };
         let vhost = &self.routing.virtual_hosts[vhost];
-        let cluster = vhost.routes.find(path).ok_or(RouteMiss::NoRoute)?;
-        Ok((&vhost.name, &self.clusters[cluster]))
+        let route = vhost.routes.find(path, headers).ok_or(RouteMiss::NoRoute)?;
+        Ok(Routed {
+            virtual_host: &vhost.name,
+            cluster: &self.clusters[route.cluster],
+            route,
+        })
+    }
+
+    /// What to do with `X-Request-Id`.
+    pub(crate) fn request_id(&self) -> crate::config::RequestIdPolicy {
+        self.routing.request_id
+    }
+
+    /// Header fields per request at most.
+    pub(crate) fn max_header_count(&self) -> usize {
+        self.routing.max_header_count
     }
 
     /// The cluster of this name.
@@ -260,6 +356,7 @@ mod tests {
                 .map(|&(p, c)| Route {
                     path_prefix: p.into(),
                     cluster: c.into(),
+                    ..Route::default()
                 })
                 .collect(),
         }
@@ -288,8 +385,8 @@ mod tests {
     }
 
     fn routed(s: &Snapshot, host: &str, path: &str) -> Result<(String, String), RouteMiss> {
-        s.route(host, path)
-            .map(|(v, c)| (v.to_owned(), c.name.to_string()))
+        s.route(host, path, &http::HeaderMap::new())
+            .map(|r| (r.virtual_host.to_owned(), r.cluster.name.to_string()))
     }
 
     #[test]
@@ -409,6 +506,7 @@ mod tests {
                 c.virtual_hosts[3].routes.push(Route {
                     path_prefix: "/api".into(),
                     cluster: "a".into(),
+                    ..Route::default()
                 })
             },
             "two routes",

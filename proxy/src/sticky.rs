@@ -47,7 +47,13 @@ impl StickyKey {
             return prev.clone();
         }
         let key: Box<[u8]> = if config.secret.is_empty() {
-            (0..32).map(|_| fastrand::u8(..)).collect()
+            // From the OS: a key guessed from a seeded PRNG would let clients forge cookies.
+            let mut key = [0u8; 32];
+            if getrandom::fill(&mut key).is_err() {
+                // No OS randomness (never on Linux >= 3.17): still unique per process.
+                key.iter_mut().for_each(|b| *b = fastrand::u8(..));
+            }
+            key.into()
         } else {
             config.secret.as_bytes().into()
         };

@@ -1,10 +1,27 @@
-//! Pooled HTTP/1.1 client connections to upstream endpoints.
+//! Client connections to upstream endpoints.
+//!
+//! HTTP/1.1 clusters keep idle connections per endpoint, and a downstream connection holds on
+//! to the upstream connection its last request used ([`Affinity`]), the way HAProxy's
+//! `http-reuse` does: a keep-alive client whose requests go to one endpoint reuses one
+//! upstream connection without touching the shared pool. hyper-util's pooled client, which h2
+//! clusters still use since they multiplex, was ~7% of the proxy's CPU in `perf` on
+//! `bench/proxy.sh` keepalive (pool checkout, SipHash of the pool key, URI rewriting).
 
-use std::time::Duration;
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, Uri, header};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use crate::http::RequestBody;
 
@@ -12,25 +29,437 @@ use crate::http::RequestBody;
 /// upstream servers, so that the pool rarely picks a connection the server is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Idle connections kept per endpoint at most; more are closed when they come back.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// Connections held by downstream connections between their requests, per cluster, at most.
+/// Idle keep-alive clients would otherwise each pin an upstream connection; past the bound,
+/// connections go back to the shared idle lists after each response (as nginx's `keepalive`
+/// bounds what a worker keeps).
+const MAX_HELD: usize = 1024;
+
 /// TCP keep-alive on upstream connections, to notice dead peers behind idle pooled connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// A cluster's connection pool. Cheap to clone: clones share the pool, which is how a cluster
-/// keeps its warm connections across snapshot swaps.
-pub(crate) type Upstream = Client<HttpConnector, RequestBody>;
+/// Reused connections tried before a fresh one when each turns out closed: a server that
+/// closed many idle connections at once should not cost a request more than a few tries.
+const MAX_STALE_TRIES: usize = 4;
 
-/// A new, empty pool whose connections time out after `connect_timeout`; `h2` speaks HTTP/2
-/// with prior knowledge.
+/// A cluster's upstream connections. Cheap to clone: clones share the idle connections, which
+/// is how a cluster keeps its warm connections across snapshot swaps.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connect_timeout: Duration,
+    /// hyper-util's pooled client, for clusters that speak h2 with prior knowledge.
+    h2: Option<Client<HttpConnector, RequestBody>>,
+    idle: Mutex<IdlePool>,
+    /// Connections sitting in an [`Affinity`] slot, bounded by [`MAX_HELD`].
+    held: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct IdlePool {
+    by_endpoint: AHashMap<SocketAddr, Vec<Idle>>,
+    /// When every endpoint's list was last swept of expired and closed connections.
+    swept: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// Why a request could not be sent upstream or got no response head.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("connect failed")]
+    Connect(#[source] std::io::Error),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("http/1.1 handshake failed")]
+    Handshake(#[source] hyper::Error),
+    #[error("request failed")]
+    Request(#[source] hyper::Error),
+    #[error("h2 request failed")]
+    H2(#[source] hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// Whether no byte of the request reached the endpoint, so that it is safe to retry.
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) => true,
+            Self::Request(_) => false,
+            Self::H2(error) => error.is_connect(),
+        }
+    }
+}
+
+/// The upstream connection a downstream connection holds between its requests. Cheap to
+/// clone (one Arc); the connection goes back to its endpoint's idle list when the last clone
+/// is dropped, that is when the downstream connection ends.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Affinity(Arc<Mutex<Option<Held>>>);
+
+/// A connection in an affinity slot, counted in its cluster's [`Inner::held`] while there.
+#[derive(Debug)]
+struct Held {
+    pooled: Option<Pooled>,
+    pool: Weak<Inner>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.held.fetch_sub(1, Ordering::Relaxed);
+        }
+        // `pooled`, if still here, goes back to its idle list as it drops.
+    }
+}
+
+impl Affinity {
+    fn take(&self) -> Option<Pooled> {
+        let held = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        held.and_then(|mut held| held.pooled.take())
+    }
+
+    /// Keeps `pooled` unless the slot is taken (by a concurrent h2 stream's connection) or the
+    /// cluster holds [`MAX_HELD`] already, in which cases `pooled` goes back to its idle list.
+    fn keep(&self, pooled: Pooled) {
+        let Some(pool) = pooled.pool.upgrade() else {
+            return;
+        };
+        if pool.held.fetch_add(1, Ordering::Relaxed) >= MAX_HELD {
+            pool.held.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        // Counted from here on: dropping `held` undoes the count.
+        let held = Held {
+            pooled: Some(pooled),
+            pool: Arc::downgrade(&pool),
+        };
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(held);
+        }
+    }
+}
+
+/// An HTTP/1.1 connection checked out of an endpoint's idle list (or new); back to the list
+/// on drop, unless it was closed or found broken.
+#[derive(Debug)]
+struct Pooled {
+    sender: Option<http1::SendRequest<RequestBody>>,
+    endpoint: SocketAddr,
+    pool: Weak<Inner>,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
+            pool.check_in(self.endpoint, sender);
+        }
+    }
+}
+
+/// What a response holds of its upstream connection: once its body has been read to the end,
+/// the connection is free for the next request; if the body is dropped before its end, the
+/// connection is closed (the rest of the response would still be on the wire).
+#[derive(Debug, Default)]
+pub(crate) struct Lease {
+    pooled: Option<Pooled>,
+    affinity: Option<Affinity>,
+}
+
+impl Lease {
+    /// Called when the response body ended: the connection is free again.
+    pub(crate) fn release(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            match &self.affinity {
+                Some(affinity) => affinity.keep(pooled),
+                None => drop(pooled),
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Not released: the response did not end cleanly; its connection cannot be reused.
+        if let Some(pooled) = &mut self.pooled {
+            pooled.sender = None;
+        }
+    }
+}
+
+/// A new, empty set of connections whose connects time out after `connect_timeout`; `h2`
+/// speaks HTTP/2 with prior knowledge.
 pub(crate) fn upstream(connect_timeout: Duration, h2: bool) -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(TCP_KEEPALIVE));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .http2_only(h2)
-        .timer(TokioTimer::new())
-        .build(connector)
+    let h2 = h2.then(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
+        connector.enforce_http(true);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .build(connector)
+    });
+    Upstream {
+        inner: Arc::new(Inner {
+            connect_timeout,
+            h2,
+            idle: Mutex::new(IdlePool::default()),
+            held: AtomicUsize::new(0),
+        }),
+    }
+}
+
+impl Upstream {
+    /// Sends `request` (absolute URI) to `endpoint` and waits for the response head. The
+    /// returned lease must travel with the response body and be released at its end.
+    ///
+    /// `affinity`: the downstream connection's slot, tried first and refilled at the end.
+    pub(crate) async fn send(
+        &self,
+        mut request: Request<RequestBody>,
+        endpoint: SocketAddr,
+        authority: &Authority,
+        affinity: Option<&Affinity>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        if let Some(client) = &self.inner.h2 {
+            let response = client.request(request).await.map_err(SendError::H2)?;
+            return Ok((response, Lease::default()));
+        }
+        origin_form(&mut request, authority);
+        let mut stale_tries = 0;
+        loop {
+            let (mut sender, reused) = self
+                .check_out(endpoint, affinity, stale_tries < MAX_STALE_TRIES)
+                .await?;
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        pooled: Some(Pooled {
+                            sender: Some(sender),
+                            endpoint,
+                            pool: Arc::downgrade(&self.inner),
+                        }),
+                        affinity: affinity.cloned(),
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut error) => match error.take_message() {
+                    // The connection closed before the request left: a reused one that the
+                    // server was closing. Try again, on a fresh one after a few such tries.
+                    Some(again) if reused => {
+                        stale_tries += 1;
+                        request = again;
+                    }
+                    _ => return Err(SendError::Request(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// A ready connection to `endpoint`: the affinity slot's, an idle one (if `reuse`), or a
+    /// new one; with whether it was reused.
+    async fn check_out(
+        &self,
+        endpoint: SocketAddr,
+        affinity: Option<&Affinity>,
+        reuse: bool,
+    ) -> Result<(http1::SendRequest<RequestBody>, bool), SendError> {
+        if reuse {
+            if let Some(mut pooled) = affinity.and_then(Affinity::take)
+                && pooled.endpoint == endpoint
+                && let Some(mut sender) = pooled.sender.take()
+                && sender.ready().await.is_ok()
+            {
+                return Ok((sender, true));
+            }
+            // A connection held for another endpoint went back to its idle list (on drop).
+            while let Some(mut sender) = self.inner.take_idle(endpoint) {
+                if sender.ready().await.is_ok() {
+                    return Ok((sender, true));
+                }
+            }
+        }
+        Ok((self.connect(endpoint).await?, false))
+    }
+
+    async fn connect(
+        &self,
+        endpoint: SocketAddr,
+    ) -> Result<http1::SendRequest<RequestBody>, SendError> {
+        let timeout = self.inner.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| SendError::ConnectTimeout(timeout))?
+            .map_err(SendError::Connect)?;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, %endpoint, "set_nodelay failed");
+        }
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%error, %endpoint, "set_tcp_keepalive failed");
+        }
+        let (sender, connection) = http1::Builder::new()
+            // As on the listener side (server.rs): send(2) over writev(2).
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl Inner {
+    /// The most recently used idle connection to `endpoint` that is still open and fresh.
+    fn take_idle(&self, endpoint: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.by_endpoint.get_mut(&endpoint)?;
+        let now = Instant::now();
+        while let Some(entry) = list.pop() {
+            if !entry.sender.is_closed() && now.duration_since(entry.since) < POOL_IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn check_in(&self, endpoint: SocketAddr, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Idle connections of endpoints nobody asks for any more (removed ones) go at the
+        // latest one idle timeout after they expire.
+        if idle
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= POOL_IDLE_TIMEOUT)
+        {
+            idle.swept = Some(now);
+            idle.by_endpoint.retain(|_, list| {
+                list.retain(|e| {
+                    !e.sender.is_closed() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT
+                });
+                !list.is_empty()
+            });
+        }
+        let list = match idle.by_endpoint.entry(endpoint) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(Vec::new()),
+        };
+        if list.len() >= MAX_IDLE_PER_ENDPOINT {
+            // The oldest goes: the newest are the least likely to be closed by the server.
+            list.remove(0);
+        }
+        list.push(Idle { sender, since: now });
+    }
+}
+
+/// Turns the absolute URI into origin form (what an HTTP/1.1 request line carries to an origin
+/// server) and makes sure the request has a Host header.
+fn origin_form(request: &mut Request<RequestBody>, authority: &Authority) {
+    let origin = match request.uri().path_and_query() {
+        Some(path) if request.uri().scheme().is_some() => Some(Uri::from(path.clone())),
+        _ => None,
+    };
+    if let Some(origin) = origin {
+        *request.uri_mut() = origin;
+    }
+    if !request.headers().contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    async fn backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = service_fn(|_| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    async fn get(upstream: &Upstream, addr: SocketAddr, affinity: &Affinity) {
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let request = Request::builder()
+            .uri(format!("http://{addr}/"))
+            .body(RequestBody::empty())
+            .unwrap();
+        let (response, lease) = upstream
+            .send(request, addr, &authority, Some(affinity))
+            .await
+            .unwrap();
+        let mut lease = lease;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        lease.release();
+    }
+
+    fn idle(upstream: &Upstream, addr: SocketAddr) -> usize {
+        let idle = upstream.inner.idle.lock().unwrap();
+        idle.by_endpoint.get(&addr).map_or(0, Vec::len)
+    }
+
+    #[tokio::test]
+    async fn affinity_slots_are_counted_and_bounded() {
+        let addr = backend().await;
+        let upstream = upstream(Duration::from_secs(1), false);
+        let affinity = Affinity::default();
+        for _ in 0..3 {
+            get(&upstream, addr, &affinity).await;
+            assert_eq!(upstream.inner.held.load(Ordering::Relaxed), 1);
+            assert_eq!(idle(&upstream, addr), 0, "held, not idle");
+        }
+        drop(affinity);
+        assert_eq!(upstream.inner.held.load(Ordering::Relaxed), 0);
+        assert_eq!(idle(&upstream, addr), 1, "back to the idle list");
+
+        // At the bound, a response's connection goes back to the idle list instead.
+        upstream.inner.held.store(MAX_HELD, Ordering::Relaxed);
+        let affinity = Affinity::default();
+        get(&upstream, addr, &affinity).await;
+        assert_eq!(upstream.inner.held.load(Ordering::Relaxed), MAX_HELD);
+        assert_eq!(idle(&upstream, addr), 1);
+        assert!(affinity.take().is_none());
+    }
 }

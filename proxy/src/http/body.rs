@@ -62,6 +62,18 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// A body with nothing to send.
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
+        Self {
+            state: State::Empty,
+            end_stream: true,
+            size_hint: SizeHint::with_exact(0),
+        }
+    }
+}
+
 impl Reclaim {
     /// The body again, if it was never polled; the returned body parks it anew.
     pub(crate) fn take(&self) -> Option<RequestBody> {

@@ -30,13 +30,17 @@ pub(crate) enum ProxyError {
     NoRoute,
     #[error("method not supported by the proxy")]
     MethodNotSupported,
+    #[error("too many header fields")]
+    TooManyHeaders,
+    #[error("cluster circuit breaker open: too many {}", .0.as_str())]
+    Overflow(crate::breaker::OverflowKind),
     #[error("cluster has no healthy endpoint")]
     NoHealthyUpstream,
     #[error("connecting to upstream {address} failed")]
     Connect {
         address: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::SendError,
     },
     #[error("upstream {address} sent no response head within the request timeout")]
     Timeout { address: SocketAddr },
@@ -52,13 +56,16 @@ pub(crate) enum ProxyError {
     Upstream {
         address: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::SendError,
     },
 }
 
 impl ProxyError {
     /// The upstream error, classified: a connect failure is always safe to retry.
-    pub(crate) fn upstream(address: SocketAddr, source: hyper_util::client::legacy::Error) -> Self {
+    pub(crate) fn upstream(address: SocketAddr, source: crate::upstream::SendError) -> Self {
+        if let Some(overflow) = crate::breaker::Overflow::find(&source) {
+            return Self::Overflow(overflow.0);
+        }
         if source.is_connect() {
             Self::Connect { address, source }
         } else {
@@ -67,19 +74,12 @@ impl ProxyError {
     }
 
     /// The answer for the client: a held-back 5xx response goes through as is.
-    pub(crate) fn into_result(
+    pub(crate) fn into_result<T>(
         self,
-        in_flight: crate::balance::InFlight,
-    ) -> Result<
-        (
-            http::Response<hyper::body::Incoming>,
-            SocketAddr,
-            crate::balance::InFlight,
-        ),
-        Self,
-    > {
+        held: T,
+    ) -> Result<(http::Response<hyper::body::Incoming>, SocketAddr, T), Self> {
         match self {
-            Self::Status { address, response } => Ok((*response, address, in_flight)),
+            Self::Status { address, response } => Ok((*response, address, held)),
             other => Err(other),
         }
     }
@@ -91,8 +91,12 @@ impl ProxyError {
 
     pub(crate) fn fault(&self) -> Fault {
         match self {
-            Self::NoVirtualHost | Self::NoRoute | Self::MethodNotSupported => Fault::Downstream,
-            Self::NoHealthyUpstream => Fault::Config,
+            Self::NoVirtualHost
+            | Self::NoRoute
+            | Self::MethodNotSupported
+            | Self::TooManyHeaders => Fault::Downstream,
+            // Refusing early is the breaker doing its job; the metric counts it.
+            Self::NoHealthyUpstream | Self::Overflow(_) => Fault::Config,
             Self::Internal(_) => Fault::Internal,
             Self::Connect { .. }
             | Self::Upstream { .. }
@@ -105,6 +109,8 @@ impl ProxyError {
         match self {
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotSupported => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -118,6 +124,8 @@ impl ProxyError {
             Self::NoVirtualHost => "no virtual host for this host\n",
             Self::NoRoute => "no route for this path\n",
             Self::MethodNotSupported => "method not supported\n",
+            Self::TooManyHeaders => "too many header fields\n",
+            Self::Overflow(_) => "upstream overflow\n",
             Self::NoHealthyUpstream => "no healthy upstream\n",
             Self::Internal(_) => "internal proxy error\n",
             Self::Connect { .. } => "upstream connect error\n",

@@ -24,6 +24,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes the hop-by-hop headers and every header the Connection header lists.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names (a handful, compared without hashing) instead of seven hashed
+    // removals on every message: most messages carry none of these. Measured with callgrind at
+    // ~5% of the instructions per proxied request before.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -48,7 +54,6 @@ pub(crate) fn add_forwarded(
     host: Option<&HeaderValue>,
     secure: bool,
 ) {
-    use std::fmt::Write;
     // One allocation, handed to the header value without a copy.
     let mut chain = String::with_capacity(48);
     for value in headers.get_all(&X_FORWARDED_FOR) {
@@ -58,7 +63,7 @@ pub(crate) fn add_forwarded(
             chain.push_str(", ");
         }
     }
-    let _ = write!(chain, "{}", client.to_canonical());
+    push_ip(&mut chain, client);
     // Only visible ASCII went in, so this cannot fail; "unknown" keeps the header present.
     let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(chain))
         .unwrap_or(HeaderValue::from_static("unknown"));
@@ -69,6 +74,31 @@ pub(crate) fn add_forwarded(
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// Appends `ip` as `Display` writes it (IPv4-mapped addresses as IPv4); IPv4 without the
+/// formatting machinery, which cost ~1000 instructions per request.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The host to route by: lowercase, without port or trailing dot.
@@ -124,6 +154,25 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn ip_written_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.5.99",
+            "100.20.3.0",
+            "9.99.199.200",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_canonical().to_string());
+        }
     }
 
     #[test]

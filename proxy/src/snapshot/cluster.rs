@@ -8,10 +8,12 @@ use ahash::AHashSet;
 use http::uri::Authority;
 
 use crate::balance::{Balancer, EndpointLoad, LbState, Weighted};
+use crate::breaker::Breakers;
 use crate::config::{
     Cluster, Endpoint, HashPolicy, HealthCheck, LbPolicy, OutlierDetection, RetryPolicy,
-    UpstreamProtocol,
+    UpstreamProtocol, UpstreamTls,
 };
+use crate::connector::PooledClient;
 use crate::error::ConfigError;
 use crate::health::now_ms;
 use crate::sticky::{EndpointId, StickyIndex, StickyKey};
@@ -43,6 +45,23 @@ pub(crate) struct ClusterEntry {
     pub(crate) sticky: Option<(Arc<StickyKey>, StickyIndex)>,
     pub(crate) policy: LbPolicy,
     pub(crate) connect_timeout: Duration,
+    /// Circuit-breaker limits and counters; outlive swaps while the cluster keeps its name.
+    pub(crate) breakers: Arc<Breakers>,
+    /// The pool of clusters with TLS or circuit breakers (hyper-util's, over berth's
+    /// connector); `None` for plain clusters, which use `upstream`. Outlives swaps while the
+    /// settings it was built with are unchanged.
+    pub(crate) pooled: Option<PooledClient>,
+    /// TLS towards the endpoints, for requests (inside `pooled`) and health checks.
+    pub(crate) upstream_tls: Option<crate::connector::UpstreamTls>,
+    /// What `pooled` was built from, to decide whether a new config can keep it.
+    pooled_settings: Option<PooledSettings>,
+}
+
+#[derive(Debug, PartialEq)]
+struct PooledSettings {
+    connect_timeout: Duration,
+    protocol: UpstreamProtocol,
+    tls: Option<UpstreamTls>,
 }
 
 /// An endpoint with its request authority computed once, off the request path.
@@ -70,6 +89,70 @@ impl ClusterEntry {
             });
         }
         let connect_timeout = Duration::from_millis(cluster.connect_timeout_ms);
+        let invalid = |field: &str, reason: String| ConfigError::InvalidCluster {
+            cluster: cluster.name.clone(),
+            field: field.to_owned(),
+            reason,
+        };
+        if let Some(b) = &cluster.circuit_breakers {
+            for (field, value) in [
+                ("circuit_breakers.max_connections", b.max_connections),
+                (
+                    "circuit_breakers.max_pending_requests",
+                    b.max_pending_requests,
+                ),
+                ("circuit_breakers.max_requests", b.max_requests),
+            ] {
+                if value == 0 {
+                    return Err(invalid(field, "must be at least 1".into()));
+                }
+            }
+        }
+        let breakers = match prev {
+            Some(p) => {
+                p.breakers.set_limits(cluster.circuit_breakers.as_ref());
+                p.breakers.clone()
+            }
+            None => Breakers::new(cluster.circuit_breakers.as_ref()),
+        };
+        let h2 = cluster.upstream_protocol == UpstreamProtocol::H2;
+        let pooled_settings =
+            (cluster.tls.is_some() || cluster.circuit_breakers.is_some()).then(|| PooledSettings {
+                connect_timeout,
+                protocol: cluster.upstream_protocol,
+                tls: cluster.tls.clone(),
+            });
+        let (pooled, upstream_tls) = match (&pooled_settings, prev) {
+            (None, _) => (None, None),
+            // Files are read again at each reload, so a pool using them is rebuilt.
+            (Some(settings), Some(p))
+                if p.pooled_settings.as_ref() == Some(settings)
+                    && settings.tls.as_ref().is_none_or(|t| {
+                        t.ca_file.is_none()
+                            && t.client_cert_file.is_none()
+                            && t.client_key_file.is_none()
+                    }) =>
+            {
+                (p.pooled.clone(), p.upstream_tls.clone())
+            }
+            (Some(settings), _) => {
+                // Certificates are read (and files loaded) only when the settings change.
+                let tls = match &settings.tls {
+                    Some(tls) => Some(
+                        crate::tls::upstream_client(tls, h2)
+                            .map_err(|(field, reason)| invalid(field, reason))?,
+                    ),
+                    None => None,
+                };
+                let pooled = crate::connector::pooled_client(
+                    connect_timeout,
+                    h2,
+                    breakers.clone(),
+                    tls.clone(),
+                );
+                (Some(pooled), tls)
+            }
+        };
         let lb_state = prev.map_or_else(|| Arc::new(LbState::new(&name)), |p| p.lb_state.clone());
         let upstream = match prev {
             Some(p)
@@ -112,6 +195,10 @@ impl ClusterEntry {
             sticky,
             policy: cluster.lb_policy,
             connect_timeout,
+            breakers,
+            pooled,
+            upstream_tls,
+            pooled_settings,
         })
     }
 
@@ -142,6 +229,14 @@ impl ClusterEntry {
             sticky,
             policy: self.policy,
             connect_timeout: self.connect_timeout,
+            breakers: self.breakers.clone(),
+            pooled: self.pooled.clone(),
+            upstream_tls: self.upstream_tls.clone(),
+            pooled_settings: self.pooled_settings.as_ref().map(|s| PooledSettings {
+                connect_timeout: s.connect_timeout,
+                protocol: s.protocol,
+                tls: s.tls.clone(),
+            }),
         })
     }
 }

@@ -1,19 +1,30 @@
-//! Route lookup by path: the longest matching segment-aware prefix wins.
+//! Route lookup: the longest matching segment-aware path prefix wins; among routes of one
+//! prefix, the first (in config order) whose header matches all hold.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
 
 use crate::config::Route;
 use crate::error::ConfigError;
+use crate::http::policy::{FieldError, HeaderMatcher, RoutePolicy};
 
-/// One virtual host's routes, longest prefix first.
+/// One virtual host's routes, longest prefix first, config order within a prefix.
 #[derive(Debug)]
 pub(super) struct RouteTable {
     routes: Box<[RouteEntry]>,
 }
 
+/// A route as the request path sees it.
 #[derive(Debug)]
-struct RouteEntry {
+pub(crate) struct RouteEntry {
     prefix: Box<str>,
+    /// Conditions that must all hold; empty for most routes, which then cost no header scan.
+    headers: Box<[HeaderMatcher]>,
     /// Index into the snapshot's clusters.
-    cluster: usize,
+    pub(super) cluster: usize,
+    /// Rewrites, timeout and retry overrides; `None` when the route sets none.
+    pub(crate) policy: Option<Arc<RoutePolicy>>,
 }
 
 impl RouteTable {
@@ -24,21 +35,44 @@ impl RouteTable {
         cluster_index: impl Fn(&str) -> Option<usize>,
     ) -> Result<Self, ConfigError> {
         let mut entries = Vec::with_capacity(routes.len());
-        let mut seen = ahash::AHashSet::with_capacity(routes.len());
+        // The header matches of the routes seen so far, by prefix.
+        let mut by_prefix: ahash::AHashMap<&str, Vec<&[crate::config::HeaderMatch]>> =
+            ahash::AHashMap::with_capacity(routes.len());
         for route in routes {
             let prefix = route.path_prefix.as_str();
+            let invalid = |e: FieldError| ConfigError::InvalidRoute {
+                virtual_host: virtual_host.to_owned(),
+                prefix: prefix.to_owned(),
+                field: e.field,
+                reason: e.reason,
+            };
             if !prefix.starts_with('/') {
                 return Err(ConfigError::InvalidPathPrefix {
                     virtual_host: virtual_host.to_owned(),
                     prefix: prefix.to_owned(),
                 });
             }
-            if !seen.insert(prefix) {
-                return Err(ConfigError::DuplicateRoute {
-                    virtual_host: virtual_host.to_owned(),
-                    prefix: prefix.to_owned(),
-                });
+            // A route after one of the same prefix with no header match (or the same ones)
+            // could never be chosen: refuse it rather than silently ignore it.
+            let earlier = by_prefix.entry(prefix).or_default();
+            let shadowed = earlier
+                .iter()
+                .find(|&&headers| headers.is_empty() || headers == route.headers.as_slice());
+            if let Some(&headers) = shadowed {
+                if headers == route.headers.as_slice() {
+                    return Err(ConfigError::DuplicateRoute {
+                        virtual_host: virtual_host.to_owned(),
+                        prefix: prefix.to_owned(),
+                    });
+                }
+                return Err(invalid(FieldError {
+                    field: "headers".into(),
+                    reason: "unreachable: an earlier route with the same path prefix and no \
+                             header match takes every request"
+                        .into(),
+                }));
             }
+            earlier.push(&route.headers);
             let Some(cluster) = cluster_index(&route.cluster) else {
                 return Err(ConfigError::UnknownCluster {
                     virtual_host: virtual_host.to_owned(),
@@ -46,24 +80,34 @@ impl RouteTable {
                     cluster: route.cluster.clone(),
                 });
             };
+            let headers = route
+                .headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| HeaderMatcher::build(h, &format!("headers[{i}]")))
+                .collect::<Result<Box<[_]>, _>>()
+                .map_err(invalid)?;
+            let policy = RoutePolicy::build(route).map_err(invalid)?.map(Arc::new);
             entries.push(RouteEntry {
                 prefix: Box::from(prefix),
+                headers,
                 cluster,
+                policy,
             });
         }
-        // Two different prefixes of equal length never both match, so their order is moot.
+        // Stable: routes of one prefix keep their config order. Two different prefixes of
+        // equal length never both match, so their relative order is moot.
         entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         Ok(Self {
             routes: entries.into_boxed_slice(),
         })
     }
 
-    /// The cluster index for `path` (without query).
-    pub(super) fn find(&self, path: &str) -> Option<usize> {
-        self.routes
-            .iter()
-            .find(|r| prefix_matches(&r.prefix, path))
-            .map(|r| r.cluster)
+    /// The route for `path` (without query) and the request's headers.
+    pub(super) fn find(&self, path: &str, headers: &HeaderMap) -> Option<&RouteEntry> {
+        self.routes.iter().find(|r| {
+            prefix_matches(&r.prefix, path) && r.headers.iter().all(|h| h.matches(headers))
+        })
     }
 }
 

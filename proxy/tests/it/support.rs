@@ -102,6 +102,7 @@ pub(crate) fn vhost(name: &str, domains: &[&str], routes: &[(&str, &str)]) -> Vi
             .map(|&(prefix, cluster)| Route {
                 path_prefix: prefix.into(),
                 cluster: cluster.into(),
+                ..Route::default()
             })
             .collect(),
     }
