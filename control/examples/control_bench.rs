@@ -23,7 +23,10 @@ fn route(name: &str, host: &str) -> Object {
                 path: "/".into(),
                 service: "s".into(),
                 port: "http".into(),
+                timeout_ms: None,
+                retries: None,
             }],
+            sticky: None,
         },
     })
 }
@@ -82,6 +85,7 @@ async fn main() -> Result<()> {
         std::sync::Arc::new(berth::events::EventLog::default()),
         listener,
         None,
+        std::sync::Arc::new(berth::controller::Network::default()),
         shutdown.clone(),
     ));
     let client = Client::with_token(&format!("http://{addr}"), Some(&admin))?;

@@ -1,10 +1,14 @@
 //! The node agent: registers its node, runs the instances placed on it, and feeds the node's
 //! proxy and DNS server from watches of services, endpoints and routes.
 
+pub mod cgroups;
 pub mod dataplane;
+mod hollow;
 mod logs;
+pub mod network;
 mod probe;
 mod runtime;
+pub mod sandbox;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,6 +51,17 @@ pub struct AgentConfig {
     pub zone: String,
     /// Time between heartbeats (the server's node lease should be a few of them).
     pub heartbeat: Duration,
+    /// CNI mode (root): instances in their own network namespaces through the CNI plugin,
+    /// routes to other nodes' pods, service VIPs. Host-port mode when `None`.
+    pub network: Option<network::NetworkOptions>,
+    /// Labels of the node.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// In CNI mode, leave instances running when the agent stops (a restarted agent adopts
+    /// them); otherwise they are stopped with it (`berth dev`).
+    pub leave_running: bool,
+    /// A hollow node (kubemark-like): instances are reported Ready with made-up addresses and
+    /// no process runs; the proxy and DNS are fed as on a real node.
+    pub hollow: bool,
 }
 
 /// The data plane the agent feeds.
@@ -56,6 +71,8 @@ pub struct DataPlane {
     pub proxy: berth_proxy::Proxy,
     /// The node's DNS server.
     pub dns: berth_dns::DnsServer,
+    /// What the proxy serves besides routes (VIP listeners).
+    pub options: dataplane::Options,
 }
 
 /// The node's hostname, or `node` if it cannot be read.
@@ -87,7 +104,10 @@ async fn register(
 ) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let node = Object::Node(Node {
-        metadata: Metadata::new("", &cfg.node),
+        metadata: Metadata {
+            labels: cfg.labels.clone(),
+            ..Metadata::new("", &cfg.node)
+        },
         spec: NodeSpec {
             address: cfg.address,
             cpu_millis: cpus * 1000,
@@ -95,9 +115,20 @@ async fn register(
             max_instances: 110,
             unschedulable: false,
             log_port: Some(log_port),
+            // Allocated (and kept across registrations) by control, unless given here.
+            pod_subnet: cfg
+                .network
+                .as_ref()
+                .and_then(|n| n.pod_subnet)
+                .map(|s| s.to_string()),
+            taints: Vec::new(),
         },
         status: NodeStatus::default(),
     });
+    let mut node = node;
+    if let (true, Object::Node(n)) = (cfg.hollow, &mut node) {
+        hollow::capacity(&mut n.spec);
+    }
     let mut delay = Duration::from_millis(50);
     loop {
         let attempt = async {
@@ -148,6 +179,14 @@ async fn heartbeat(client: Client, node: String, every: Duration, shutdown: Canc
 
 /// Runs the agent until `shutdown`; then stops every instance and marks the node not ready.
 pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken) -> Result<()> {
+    let mut plane = plane;
+    if let Some(n) = &cfg.network {
+        // Instances have only the node's DNS: it answers the rest of the world too.
+        plane.options.dns_forward = Some(berth_dns::ForwardConfig {
+            upstreams: n.dns_upstreams.clone(),
+            ..berth_dns::ForwardConfig::default()
+        });
+    }
     let client = Client::with_tls(&cfg.server, cfg.token.as_deref(), cfg.ca.as_deref())?;
     let log_listener = tokio::net::TcpListener::bind((cfg.address, 0))
         .await
@@ -171,15 +210,15 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
     ));
     let instances = informer(client.clone(), Kind::Instance, watches.clone());
     let services = informer(client.clone(), Kind::Service, watches.clone());
+    let services_for_network = services.clone();
     let endpoints = informer(client.clone(), Kind::Endpoints, watches.clone());
     let routes = informer(client.clone(), Kind::Route, watches.clone());
+    let secrets = informer(client.clone(), Kind::Secret, watches.clone());
 
     let feeder = tokio::spawn(feed_data_plane(
-        plane,
+        plane.clone(),
         cfg.zone.clone(),
-        services,
-        endpoints,
-        routes,
+        [services, endpoints, routes, secrets],
         watches.clone(),
     ));
 
@@ -195,6 +234,21 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
         Ok(p) if !p.is_empty() => format!("{}:{p}", exec_dir.display()),
         _ => format!("{}:/usr/local/bin:/usr/bin:/bin", exec_dir.display()),
     };
+    let cni = match &cfg.network {
+        None => None,
+        Some(opts) => {
+            Some(start_network(&client, &cfg, opts, &plane, &services_for_network, &watches).await?)
+        }
+    };
+    let cgroups = if cni.is_some() {
+        let cg = cgroups::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup"), &cfg.node);
+        if !cg.available() {
+            tracing::warn!("no writable cgroups: instances run without CPU and memory limits");
+        }
+        cg
+    } else {
+        cgroups::Cgroups::default()
+    };
     let ctx = Arc::new(runtime::Ctx {
         client: client.clone(),
         node: cfg.node.clone(),
@@ -203,22 +257,44 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
         log_dir: cfg.data_dir.join("logs"),
         drain: cfg.drain,
         grace: cfg.grace,
+        network: cni.clone(),
+        cgroups,
     });
     let mut runtime = Runtime {
         ctx,
         supervisors: HashMap::new(),
+        hollow: cfg.hollow.then(|| Arc::new(hollow::Hollow::new(&cfg.node))),
     };
     let mut instances = instances;
+    let mut cleaned = cni.is_none();
     loop {
         let cache = instances.borrow_and_update().clone();
+        if !cleaned && cache.synced {
+            if let Some(net) = &cni {
+                clean_orphans(net, &cache, &cfg.node).await;
+            }
+            cleaned = true;
+        }
         runtime.reconcile(&cache).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = instances.changed() => if r.is_err() { break },
         }
     }
-    tracing::info!(instances = runtime.supervisors.len(), "stopping instances");
-    runtime.stop_all().await;
+    if cfg.leave_running && cni.is_some() {
+        // As kubelet and Nomad's client do: the instances keep running and serving, and the
+        // next agent adopts them.
+        tracing::info!(
+            instances = runtime.supervisors.len(),
+            "leaving instances running"
+        );
+        for (_, s) in runtime.supervisors.drain() {
+            s.task.abort();
+        }
+    } else {
+        tracing::info!(instances = runtime.supervisors.len(), "stopping instances");
+        runtime.stop_all().await;
+    }
     watches.cancel();
     let _ = feeder.await;
     let _ = client
@@ -235,6 +311,8 @@ struct Supervisor {
 struct Runtime {
     ctx: Arc<runtime::Ctx>,
     supervisors: HashMap<String, Supervisor>,
+    /// Set on a hollow node: instances are reported, not run.
+    hollow: Option<Arc<hollow::Hollow>>,
 }
 
 impl Runtime {
@@ -254,7 +332,14 @@ impl Runtime {
             match (self.supervisors.get(key), inst.spec.stop) {
                 (None, false) => {
                     let (tx, rx) = watch::channel(Stop::No);
-                    let task = tokio::spawn(runtime::supervise(self.ctx.clone(), inst.clone(), rx));
+                    let task = match &self.hollow {
+                        Some(h) => {
+                            tokio::spawn(h.clone().supervise(self.ctx.clone(), inst.clone(), rx))
+                        }
+                        None => {
+                            tokio::spawn(runtime::supervise(self.ctx.clone(), inst.clone(), rx))
+                        }
+                    };
                     self.supervisors
                         .insert(key.clone(), Supervisor { stop: tx, task });
                 }
@@ -300,53 +385,172 @@ impl Runtime {
     }
 }
 
-/// Rebuilds the proxy config and DNS zone whenever services, endpoints or routes change, and
-/// swaps them in when they differ from what is served.
+/// Keeps the proxy and DNS server in step with services, endpoints, routes and secrets: a full
+/// rebuild when services, routes or secrets change, per-service updates when only endpoints do.
+/// The watch channels coalesce: a burst of changes that arrives while a step runs makes one
+/// more step. With VIP listeners on, the proxy's listeners follow each new config; binds that
+/// fail (a VIP not on the node's interface yet) are retried every second.
 async fn feed_data_plane(
     plane: DataPlane,
     zone: String,
-    mut services: watch::Receiver<Arc<Cache>>,
-    mut endpoints: watch::Receiver<Arc<Cache>>,
-    mut routes: watch::Receiver<Arc<Cache>>,
+    caches: [watch::Receiver<Arc<Cache>>; 4],
     shutdown: CancellationToken,
 ) {
-    let mut last_proxy = None;
-    let mut last_zone = None;
+    let [mut services, mut endpoints, mut routes, mut secrets] = caches;
+    let mut feeder = dataplane::Feeder::new(&zone, plane.options.clone());
+    let mut listeners = berth_proxy::Listeners::default();
+    let mut bind_failures = 0u32;
     loop {
-        let (s, e, r) = (
-            services.borrow_and_update().clone(),
-            endpoints.borrow_and_update().clone(),
-            routes.borrow_and_update().clone(),
-        );
-        let config = dataplane::proxy_config(&r, &s, &e);
-        if last_proxy.as_ref() != Some(&config) {
-            match plane.proxy.apply(config.clone()) {
-                Ok(()) => {
-                    tracing::debug!(revision = plane.proxy.revision(), "proxy config applied");
-                    last_proxy = Some(config);
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "proxy refused the config; keeping the previous one")
+        let inputs = dataplane::Inputs {
+            services: services.borrow_and_update().clone(),
+            endpoints: endpoints.borrow_and_update().clone(),
+            routes: routes.borrow_and_update().clone(),
+            secrets: secrets.borrow_and_update().clone(),
+        };
+        let started = std::time::Instant::now();
+        let step = feeder.step(&plane.proxy, &plane.dns, inputs);
+        if step != dataplane::Step::Unchanged {
+            tracing::debug!(?step, elapsed = ?started.elapsed(), "data plane updated");
+        }
+        let reshaped = matches!(step, dataplane::Step::Full { proxy: true, .. });
+        if plane.options.vip_listeners && (reshaped || bind_failures > 0) {
+            match listeners
+                .reconcile(&plane.proxy, &plane.proxy.config())
+                .await
+            {
+                Ok(()) => bind_failures = 0,
+                Err(e) => {
+                    // Said once loudly; the retries every second quietly.
+                    if bind_failures == 0 {
+                        tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "a VIP listener could not be bound; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "a VIP listener could not be bound; retrying");
+                    }
+                    bind_failures = bind_failures.saturating_add(1);
                 }
             }
         }
-        let z = dataplane::dns_zone(&zone, &s, &e);
-        if last_zone.as_ref() != Some(&z) {
-            match plane.dns.apply(z.clone()) {
-                Ok(()) => {
-                    tracing::debug!(revision = plane.dns.revision(), "dns zone applied");
-                    last_zone = Some(z);
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "dns refused the zone; keeping the previous one")
-                }
-            }
+        let retry = bind_failures > 0;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = services.changed() => if r.is_err() { break },
+            r = endpoints.changed() => if r.is_err() { break },
+            r = routes.changed() => if r.is_err() { break },
+            r = secrets.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
+        }
+    }
+    listeners.stop_all().await;
+}
+
+/// Brings up the node's network in CNI mode: waits for the node's pod subnet, bootstraps CNI,
+/// serves DNS on the pod gateway address, and keeps routes and VIPs in step.
+async fn start_network(
+    client: &Client,
+    cfg: &AgentConfig,
+    opts: &network::NetworkOptions,
+    plane: &DataPlane,
+    services: &watch::Receiver<Arc<Cache>>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<sandbox::CniNetwork>> {
+    let subnet = match opts.pod_subnet {
+        Some(s) => s,
+        None => wait_for_subnet(client, &cfg.node, shutdown).await?,
+    };
+    let gateway = network::gateway(subnet)
+        .with_context(|| format!("pod subnet {subnet} has no host address"))?;
+    let net = network::bootstrap(opts, subnet, &cfg.data_dir, &cfg.node, gateway, &cfg.zone)?;
+    tokio::spawn(serve_dns_on(
+        plane.dns.clone(),
+        std::net::SocketAddr::new(gateway, opts.dns_port),
+        shutdown.clone(),
+    ));
+    let nodes = informer(client.clone(), Kind::Node, shutdown.clone());
+    let (vips_tx, _vips_rx) = watch::channel(std::collections::BTreeSet::new());
+    tokio::spawn(network::run(
+        net.ip.clone(),
+        cfg.node.clone(),
+        opts.vip_interface.clone(),
+        nodes,
+        services.clone(),
+        vips_tx,
+        shutdown.clone(),
+    ));
+    Ok(net)
+}
+
+/// The pod subnet control allocated to this node.
+async fn wait_for_subnet(
+    client: &Client,
+    node: &str,
+    shutdown: &CancellationToken,
+) -> Result<ipnet::IpNet> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(Object::Node(n))) = client.get(Kind::Node, "", node).await
+            && let Some(s) = &n.spec.pod_subnet
+        {
+            return s
+                .parse()
+                .with_context(|| format!("node {node}: podSubnet {s:?} is not a CIDR"));
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            tracing::warn!(
+                node,
+                "no pod subnet allocated yet: does the server have a --cluster-cidr?"
+            );
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = services.changed() => if r.is_err() { return },
-            r = endpoints.changed() => if r.is_err() { return },
-            r = routes.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => anyhow::bail!("shut down before the node got a pod subnet"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+    }
+}
+
+/// Serves the node's DNS on `addr` (the pod gateway) once the address exists: the plugin puts
+/// it on the bridge with the first instance.
+async fn serve_dns_on(
+    dns: berth_dns::DnsServer,
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let listeners = loop {
+        match berth_dns::DnsServer::bind(&[addr], 1) {
+            Ok(l) => break l,
+            Err(_) => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            },
+        }
+    };
+    tracing::info!(%addr, "dns serving on the pod gateway");
+    if let Err(e) = dns
+        .serve_listeners(listeners, async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, %addr, "dns on the pod gateway stopped");
+    }
+}
+
+/// At start: removes sandboxes no instance of this node owns (a previous agent's leftovers),
+/// then runs CNI GC with the attachments of the instances it knows.
+async fn clean_orphans(net: &Arc<sandbox::CniNetwork>, cache: &Cache, node: &str) {
+    let mine: Vec<crate::api::Instance> = cache
+        .objects
+        .values()
+        .filter_map(|o| match &**o {
+            Object::Instance(i) if i.spec.node.as_deref() == Some(node) && !i.spec.stop => {
+                Some(i.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let keep: std::collections::HashSet<String> = mine.iter().map(|i| net.netns_name(i)).collect();
+    for orphan in net.orphans(&keep) {
+        tracing::info!(netns = %orphan, "removing an orphaned sandbox");
+        net.remove_orphan(&orphan).await;
+    }
+    if let Err(e) = net.gc(&mine).await {
+        tracing::warn!(error = %format!("{e:#}"), "CNI GC");
     }
 }

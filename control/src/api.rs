@@ -14,7 +14,9 @@ pub use meta::{Kind, Metadata};
 pub use objects::*;
 pub use quantity::{parse_cpu, parse_memory};
 pub use selector::{Selector, SelectorError};
-pub use validate::{FieldError, MAX_REPLICAS, is_dns_label, user_kind, validate};
+pub use validate::{
+    FieldError, MAX_REPLICAS, is_dns_label, is_label_key, user_kind, validate, validate_node,
+};
 
 use serde::{Deserialize, Serialize};
 

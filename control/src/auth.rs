@@ -2,10 +2,10 @@
 //!
 //! Tokens live in `tokens.yaml` in the server's data directory, created with an admin token on
 //! first start, readable by its owner only. Roles: `admin` (everything), `operator` (deploy:
-//! apps, services, routes, scale, rollback), `viewer` (read), and `node` (an agent: read, and
-//! change only its own node and the status of instances placed on it). Tokens are looked up by
-//! their SHA-256 digest, so no comparison leaks timing about a token's bytes, and are never
-//! logged.
+//! apps, services, routes, scale, rollback), `viewer` (read, no secret data), and `node` (an
+//! agent: read, the data of `tls` secrets only, and change only its own node and the status of
+//! instances placed on it); see [`SecretAccess`]. Tokens are looked up by their SHA-256
+//! digest, so no comparison leaks timing about a token's bytes, and are never logged.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +25,60 @@ pub enum Role {
     Operator,
     /// Read.
     Viewer,
-    /// An agent: read; its own node; the status of its instances.
+    /// An agent: read (of secrets, only `tls` ones in full); its own node; the status of its
+    /// instances.
     Node,
+}
+
+/// The label that lets agents read an opaque secret (`"true"`): keys the data plane needs on
+/// every node, such as the key that signs sticky-session cookies.
+pub const DATA_PLANE_LABEL: &str = "berth.io/data-plane";
+
+/// How much of a secret's data a role may read. Kubernetes' node authorizer lets a kubelet read
+/// the secrets of the pods on its node; berth's ingress proxy runs on every node and needs the
+/// certificate of every route, so node tokens read every `tls` secret, and no opaque data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretAccess {
+    /// Every secret's data (admin, operator).
+    All,
+    /// The data of `tls` secrets; opaque secrets are listed and watched with their values
+    /// redacted, and a GET of one by name is refused (node).
+    TlsOnly,
+    /// No data: values are replaced by their length (viewer).
+    None,
+}
+
+impl SecretAccess {
+    /// What `role` may read.
+    pub fn of(role: Role) -> SecretAccess {
+        match role {
+            Role::Admin | Role::Operator => SecretAccess::All,
+            Role::Node => SecretAccess::TlsOnly,
+            Role::Viewer => SecretAccess::None,
+        }
+    }
+
+    /// Whether `obj` must be shown redacted under this access.
+    pub fn hides(self, obj: &crate::api::Object) -> bool {
+        match (self, obj) {
+            (SecretAccess::All, _) => false,
+            (SecretAccess::TlsOnly, crate::api::Object::Secret(s)) => {
+                s.kind != crate::api::SecretType::Tls
+                    && s.metadata.labels.get(DATA_PLANE_LABEL).map(String::as_str) != Some("true")
+            }
+            (SecretAccess::None, crate::api::Object::Secret(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// `obj` as a holder of this access sees it.
+    pub fn view(self, obj: &crate::api::Object) -> crate::api::Object {
+        if self.hides(obj) {
+            obj.redacted()
+        } else {
+            obj.clone()
+        }
+    }
 }
 
 /// One token in the token file.

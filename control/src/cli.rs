@@ -60,6 +60,9 @@ pub enum Command {
         /// L7 ingress proxy address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         ingress: SocketAddr,
+        /// HTTPS ingress address for routes with TLS (off unless given).
+        #[arg(long)]
+        ingress_tls: Option<SocketAddr>,
         /// DNS server address (UDP and TCP).
         #[arg(long, default_value = "127.0.0.1:5353")]
         dns: SocketAddr,
@@ -69,6 +72,14 @@ pub enum Command {
         /// Cluster DNS zone.
         #[arg(long, default_value = "berth.local")]
         zone: String,
+        /// Node subnets and service VIPs.
+        #[command(flatten)]
+        network: crate::controller::network::NetworkArgs,
+        /// `host`: instances on loopback ports, no root needed. `cni` (root): each instance in
+        /// its own network namespace through berth-cni, service VIPs (10.96.0.0/16 unless
+        /// --service-cidr says otherwise) served by the node's proxy.
+        #[arg(long = "network", default_value = "host", value_parser = ["host", "cni"])]
+        node_network: String,
     },
     /// Run the API server, store and controllers.
     Server {
@@ -90,6 +101,9 @@ pub enum Command {
         /// The private key of --tls-cert (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Node subnets and service VIPs.
+        #[command(flatten)]
+        network: crate::controller::network::NetworkArgs,
     },
     /// Run the agent of one node (the server address comes from --server).
     Agent {
@@ -117,6 +131,49 @@ pub enum Command {
         /// Seconds between heartbeats to the server.
         #[arg(long, default_value_t = 2)]
         heartbeat_seconds: u64,
+        /// `host`: instances share the node's network on ports the agent picks (no root
+        /// needed). `cni`: each instance in its own network namespace through the CNI plugin,
+        /// with routes to other nodes' pods and service VIPs (root).
+        #[arg(long, default_value = "host", value_parser = ["host", "cni"])]
+        network: String,
+        /// CNI bin directory (CNI_PATH): berth-cni is installed there.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        cni_bin_dir: PathBuf,
+        /// CNI configuration directory: the node's conflist is written there, and the first
+        /// conflist in it is the network instances join.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
+        /// The berth-cni binary to install (default: next to berth).
+        #[arg(long)]
+        cni_plugin: Option<PathBuf>,
+        /// The node's pod subnet (default: the one the server allocates).
+        #[arg(long)]
+        pod_subnet: Option<ipnet::IpNet>,
+        /// Dummy interface that holds the service VIPs.
+        #[arg(long, default_value = "berth-vip0")]
+        vip_interface: String,
+        /// Node labels, `key=value`, comma-separated or repeated (for nodeSelector and
+        /// constraints).
+        #[arg(long, value_delimiter = ',')]
+        label: Vec<String>,
+        /// In CNI mode, resolvers for names outside the cluster zone, `IP:PORT` (repeatable;
+        /// default: the nameservers of /etc/resolv.conf).
+        #[arg(long)]
+        dns_upstream: Vec<SocketAddr>,
+        /// A hollow node (for benchmarks, as Kubernetes' kubemark): run no process, report
+        /// every instance Ready at once with a made-up 127.0.0.0/8 address.
+        #[arg(long)]
+        hollow: bool,
+        /// Serve the proxy's admin endpoints (/metrics, /config, /endpoints) on this address.
+        #[arg(long)]
+        proxy_admin: Option<SocketAddr>,
+        /// HTTPS ingress address for routes with TLS (off unless given).
+        #[arg(long)]
+        ingress_tls: Option<SocketAddr>,
+        /// Bind proxy listeners on every service VIP and port (L7 for appProtocol http, else
+        /// L4); the VIPs must be on a local interface (CNI mode puts them on the VIP dummy).
+        #[arg(long)]
+        vip_listeners: bool,
     },
     /// Create or update the objects of a manifest file or directory.
     Apply {
@@ -339,18 +396,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             data_dir,
             api,
             ingress,
+            ingress_tls,
             dns,
             node,
             zone,
+            network,
+            node_network,
         } => {
+            let cni = node_network == "cni";
             crate::dev::dev(DevOptions {
                 file,
                 data_dir,
                 api,
                 ingress,
+                ingress_tls,
                 dns,
                 node: node.unwrap_or_else(hostname),
                 zone,
+                network: network.network(if cni { "10.96.0.0/16" } else { "none" })?,
+                cni,
             })
             .await
         }
@@ -361,12 +425,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             node_eviction_seconds,
             tls_cert,
             tls_key,
+            network,
         } => {
-            let policy = crate::controller::NodePolicy {
-                lease_seconds: node_lease_seconds,
-                eviction_seconds: node_eviction_seconds,
+            let config = crate::controller::Config {
+                node_policy: crate::controller::NodePolicy {
+                    lease_seconds: node_lease_seconds,
+                    eviction_seconds: node_eviction_seconds,
+                },
+                network: network.network("10.96.0.0/16")?,
             };
-            crate::dev::server(data_dir, listen, tls_cert.zip(tls_key), policy).await
+            crate::dev::server(data_dir, listen, tls_cert.zip(tls_key), config).await
         }
         Command::Agent {
             node,
@@ -377,8 +445,38 @@ pub async fn run(cli: Cli) -> Result<()> {
             zone,
             drain_seconds,
             heartbeat_seconds,
+            network,
+            cni_bin_dir,
+            cni_conf_dir,
+            cni_plugin,
+            pod_subnet,
+            vip_interface,
+            label,
+            dns_upstream,
+            hollow,
+            proxy_admin,
+            ingress_tls,
+            vip_listeners,
         } => {
             let c = client()?;
+            let network = (network == "cni").then(|| crate::agent::network::NetworkOptions {
+                cni_bin_dir,
+                cni_conf_dir,
+                plugin: cni_plugin,
+                pod_subnet,
+                vip_interface,
+                dns_upstreams: dns_upstream,
+                ..Default::default()
+            });
+            let mut labels = std::collections::BTreeMap::new();
+            for l in &label {
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("--label {l:?}: expected key=value"))?;
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            // In CNI mode instances reach services by VIP: the node's proxy listens on them.
+            let vip_listeners = vip_listeners || network.is_some();
             crate::dev::agent(AgentOptions {
                 agent: AgentConfig {
                     server: c.base().to_owned(),
@@ -392,9 +490,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                     grace: Duration::from_secs(10),
                     zone,
                     heartbeat: Duration::from_secs(heartbeat_seconds.max(1)),
+                    network,
+                    hollow,
+                    labels,
+                    leave_running: true,
                 },
                 ingress,
                 dns,
+                proxy_admin,
+                ingress_tls,
+                vip_listeners,
             })
             .await
         }
@@ -750,7 +855,9 @@ pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
         Kind::Service => &["NAME", "APP", "PORTS", "VIP", "AGE"],
         Kind::Route => &["NAME", "HOSTS", "RULES", "AGE"],
         Kind::Endpoints => &["NAME", "ENDPOINTS", "AGE"],
-        Kind::Node => &["NAME", "READY", "ADDRESS", "CPU", "MEMORY", "AGE"],
+        Kind::Node => &[
+            "NAME", "READY", "ADDRESS", "SUBNET", "TAINTS", "CPU", "MEMORY", "AGE",
+        ],
         Kind::Secret => &["NAME", "TYPE", "KEYS", "AGE"],
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -839,6 +946,13 @@ pub fn table(kind: Kind, items: &[Object], namespaces: bool) -> String {
             Object::Node(n) => {
                 row.push(if n.status.ready { "ready" } else { "not ready" }.into());
                 row.push(n.spec.address.to_string());
+                row.push(n.spec.pod_subnet.clone().unwrap_or_else(|| "-".into()));
+                let taints: Vec<String> = n.spec.taints.iter().map(|t| t.to_string()).collect();
+                row.push(if taints.is_empty() {
+                    "-".into()
+                } else {
+                    taints.join(",")
+                });
                 row.push(format!("{}m", n.spec.cpu_millis));
                 row.push(format!("{}Mi", n.spec.memory_bytes >> 20));
             }

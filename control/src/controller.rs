@@ -9,15 +9,22 @@
 
 mod deploy;
 mod endpoints;
+pub mod network;
 mod nodes;
 mod schedule;
+mod subnets;
+mod vips;
 
 pub use deploy::reconcile_apps;
 pub use endpoints::reconcile_endpoints;
+pub use network::Network;
 pub use nodes::{NodePolicy, node_ready, reconcile_nodes};
 pub use schedule::reconcile_scheduling;
+pub use subnets::reconcile_pod_subnets;
+pub use vips::{check_cluster_ip, reconcile_vips};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -28,27 +35,50 @@ use crate::store::{Store, StoreError};
 /// Everything the controllers look at, by store key, plus what they changed.
 #[derive(Debug, Default, Clone)]
 pub struct World {
-    objects: BTreeMap<String, Object>,
+    /// Shared with the store's snapshot: a pass copies only what it changes.
+    objects: BTreeMap<String, Arc<Object>>,
     dirty: BTreeSet<String>,
     /// The time of this pass, seconds since the Unix epoch: the reconcilers read no clock.
     pub now: u64,
     /// When nodes count as lost.
     pub node_policy: NodePolicy,
+    /// Where node subnets and service VIPs come from.
+    pub network: Network,
+}
+
+/// What the controllers are told at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// When nodes count as lost.
+    pub node_policy: NodePolicy,
+    /// Where node subnets and service VIPs come from.
+    pub network: Network,
 }
 
 impl World {
     /// A world holding these objects.
     pub fn new(objects: impl IntoIterator<Item = Object>) -> Self {
+        Self::shared(objects.into_iter().map(Arc::new))
+    }
+
+    /// A world over objects shared with the store (no copy until one is changed).
+    pub fn shared(objects: impl IntoIterator<Item = Arc<Object>>) -> Self {
         World {
             objects: objects.into_iter().map(|o| (o.key(), o)).collect(),
             dirty: BTreeSet::new(),
             now: 0,
             node_policy: NodePolicy::default(),
+            network: Network::default(),
         }
     }
 
     /// Objects of one kind, in key order.
     pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+        self.of_shared(kind).map(|o| &**o)
+    }
+
+    /// Objects of one kind, shared (cheap to keep while the world changes).
+    pub fn of_shared(&self, kind: Kind) -> impl Iterator<Item = &Arc<Object>> {
         let prefix = format!("{}/", kind.plural());
         self.objects
             .range(prefix.clone()..)
@@ -58,14 +88,14 @@ impl World {
 
     /// One object.
     pub fn get(&self, key: &str) -> Option<&Object> {
-        self.objects.get(key)
+        self.objects.get(key).map(|o| &**o)
     }
 
     /// Creates or replaces an object and marks it changed.
     pub fn put(&mut self, obj: Object) {
         let k = obj.key();
         self.dirty.insert(k.clone());
-        self.objects.insert(k, obj);
+        self.objects.insert(k, Arc::new(obj));
     }
 
     /// Deletes an object and marks it changed.
@@ -77,21 +107,28 @@ impl World {
 
     /// Changes an object in place if `f` says it changed something.
     pub fn update(&mut self, key: &str, f: impl FnOnce(&mut Object) -> bool) {
-        if let Some(o) = self.objects.get_mut(key)
-            && f(o)
-        {
-            self.dirty.insert(key.to_owned());
+        if let Some(o) = self.objects.get_mut(key) {
+            // A copy, kept only if `f` changed it: the original may be the store's.
+            let mut copy = (**o).clone();
+            if f(&mut copy) {
+                *o = Arc::new(copy);
+                self.dirty.insert(key.to_owned());
+            }
         }
     }
 
     /// Keys changed since the world was built.
     pub fn changed(&self) -> impl Iterator<Item = (&String, Option<&Object>)> {
-        self.dirty.iter().map(|k| (k, self.objects.get(k)))
+        self.dirty
+            .iter()
+            .map(|k| (k, self.objects.get(k).map(|o| &**o)))
     }
 }
 
 /// Runs every reconciler once over `world`. `new_name` makes instance names for an app.
 pub fn reconcile(world: &mut World, new_name: &mut dyn FnMut(&str) -> String) {
+    reconcile_pod_subnets(world);
+    reconcile_vips(world);
     reconcile_nodes(world);
     reconcile_apps(world, new_name);
     reconcile_scheduling(world);
@@ -108,8 +145,106 @@ pub fn random_name(app: &str) -> String {
     format!("{app}-{suffix}")
 }
 
+/// The addresses held in the store as a pass commits, read once per commit when an allocation
+/// is about to be written.
+///
+/// Allocation is decided on a snapshot; checking each new address against what is held at
+/// commit time (an admin's PUT, or another server's pass, may have taken it meanwhile) makes it
+/// exact.
+#[derive(Default)]
+struct Holders {
+    vips: Option<std::collections::HashMap<std::net::IpAddr, String>>,
+    subnets: Option<Vec<(String, ipnet::IpNet)>>,
+}
+
+fn subnet_of(o: &Object) -> Option<ipnet::IpNet> {
+    match o {
+        Object::Node(n) => n.spec.pod_subnet.as_deref()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn vip_of(o: &Object) -> Option<std::net::IpAddr> {
+    match o {
+        Object::Service(s) => s.status.vip,
+        _ => None,
+    }
+}
+
+impl Holders {
+    /// Why `obj` must not be written: an address it newly holds is someone else's now.
+    fn conflict(&mut self, tx: &crate::store::Txn<'_>, obj: &Object) -> Option<String> {
+        let key = obj.key();
+        match obj {
+            Object::Service(_) => {
+                let vip = vip_of(obj)?;
+                if tx.get(&key).as_ref().and_then(vip_of) == Some(vip) {
+                    return None;
+                }
+                let held = self.vips.get_or_insert_with(|| {
+                    tx.list(Kind::Service)
+                        .iter()
+                        .filter_map(|o| Some((vip_of(o)?, o.key())))
+                        .collect()
+                });
+                match held.get(&vip) {
+                    Some(holder) if *holder != key => {
+                        Some(format!("VIP {vip} was taken by {holder} meanwhile"))
+                    }
+                    _ => None,
+                }
+            }
+            Object::Node(_) => {
+                let subnet = subnet_of(obj)?;
+                if tx.get(&key).as_ref().and_then(subnet_of) == Some(subnet) {
+                    return None;
+                }
+                let held = self.subnets.get_or_insert_with(|| {
+                    tx.list(Kind::Node)
+                        .iter()
+                        .filter_map(|o| Some((o.key(), subnet_of(o)?)))
+                        .collect()
+                });
+                held.iter()
+                    .find(|(k, other)| *k != key && network::overlaps(other, &subnet))
+                    .map(|(k, other)| format!("pod subnet {subnet} overlaps {other} of {k} now"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Notes what `obj`, just written, holds.
+    fn record(&mut self, obj: &Object) {
+        let key = obj.key();
+        if let Some(held) = self.vips.as_mut()
+            && matches!(obj, Object::Service(_))
+        {
+            held.retain(|_, k| *k != key);
+            if let Some(vip) = vip_of(obj) {
+                held.insert(vip, key.clone());
+            }
+        }
+        if let Some(held) = self.subnets.as_mut()
+            && matches!(obj, Object::Node(_))
+        {
+            held.retain(|(k, _)| *k != key);
+            if let Some(net) = subnet_of(obj) {
+                held.push((key, net));
+            }
+        }
+    }
+}
+
 /// One reconcile pass against the store; returns how many objects it wrote.
-pub fn pass(store: &Store, node_policy: NodePolicy) -> Result<usize, StoreError> {
+pub fn pass(store: &Store, config: &Config) -> Result<usize, StoreError> {
+    pass_with_revisions(store, config).map(|(n, _)| n)
+}
+
+/// [`pass`], also returning the revisions of its own writes.
+fn pass_with_revisions(
+    store: &Store,
+    config: &Config,
+) -> Result<(usize, Option<std::ops::RangeInclusive<u64>>), StoreError> {
     let mut objects = Vec::new();
     for kind in [
         Kind::App,
@@ -118,20 +253,22 @@ pub fn pass(store: &Store, node_policy: NodePolicy) -> Result<usize, StoreError>
         Kind::Instance,
         Kind::Endpoints,
     ] {
-        objects.extend(store.list(kind, None).0.iter().map(|o| (**o).clone()));
+        objects.extend(store.list(kind, None).0.iter().cloned());
     }
     let read: BTreeMap<String, u64> = objects
         .iter()
         .map(|o| (o.key(), o.meta().revision))
         .collect();
-    let mut world = World::new(objects);
+    let mut world = World::shared(objects);
     world.now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    world.node_policy = node_policy;
+    world.node_policy = config.node_policy;
+    world.network = config.network.clone();
     reconcile(&mut world, &mut random_name);
-    store.transaction(|tx| {
+    store.transaction_with_revisions(|tx| {
         let mut written = 0;
+        let mut holders = Holders::default();
         for (key, obj) in world.changed() {
             let expected = read.get(key).copied();
             let current = tx.get(key).map(|o| o.meta().revision);
@@ -139,8 +276,16 @@ pub fn pass(store: &Store, node_policy: NodePolicy) -> Result<usize, StoreError>
                 // Changed under us: the next pass sees the new version.
                 continue;
             }
+            if let Some(why) = obj.and_then(|o| holders.conflict(tx, o)) {
+                // The next pass, which that write triggers, allocates again.
+                tracing::info!(object = %key, reason = %why, "allocation retried");
+                continue;
+            }
             match obj {
-                Some(o) => tx.put(o.clone()),
+                Some(o) => {
+                    holders.record(o);
+                    tx.put(o.clone());
+                }
                 None => tx.delete(key),
             }
             written += 1;
@@ -151,14 +296,21 @@ pub fn pass(store: &Store, node_policy: NodePolicy) -> Result<usize, StoreError>
 
 /// Runs reconcile passes whenever the store changes (and every few seconds regardless) until
 /// `shutdown`.
-pub async fn run(store: Store, node_policy: NodePolicy, shutdown: CancellationToken) {
+pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
     let mut watcher = None;
     loop {
-        match pass(&store, node_policy) {
-            Ok(n) if n > 0 => tracing::debug!(written = n, "reconciled"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "reconcile pass failed"),
-        }
+        let own = match pass_with_revisions(&store, &config) {
+            Ok((n, own)) => {
+                if n > 0 {
+                    tracing::debug!(written = n, "reconciled");
+                }
+                own
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile pass failed");
+                None
+            }
+        };
         let w = match watcher.as_mut() {
             Some(w) => w,
             None => match store.watch(store.revision()) {
@@ -166,13 +318,28 @@ pub async fn run(store: Store, node_policy: NodePolicy, shutdown: CancellationTo
                 Err(_) => continue,
             },
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(Duration::from_secs(5), w.next()) => {
-                if let Ok(Err(_)) = r {
-                    // Fell behind the history: a full pass needs no events, just watch anew.
-                    watcher = None;
-                }
+        // Wait for a change that is not this pass's own writes (a pass over its own result
+        // changes nothing: at 10,000 instances that is 60 ms saved per change), or the
+        // periodic pass that lease expiry needs.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout_at(deadline, w.next()) => match r {
+                    Ok(Ok(events))
+                        if events
+                            .iter()
+                            .all(|e| own.as_ref().is_some_and(|o| o.contains(&e.revision))) =>
+                    {
+                        continue;
+                    }
+                    Ok(Err(_)) => {
+                        // Fell behind the history: a full pass needs no events, just watch anew.
+                        watcher = None;
+                        break;
+                    }
+                    _ => break,
+                },
             }
         }
     }

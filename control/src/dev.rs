@@ -27,12 +27,18 @@ pub struct DevOptions {
     pub api: SocketAddr,
     /// L7 ingress address.
     pub ingress: SocketAddr,
+    /// HTTPS ingress address (routes with TLS), if any.
+    pub ingress_tls: Option<SocketAddr>,
     /// DNS address, UDP and TCP.
     pub dns: SocketAddr,
     /// Node name.
     pub node: String,
     /// Cluster DNS zone.
     pub zone: String,
+    /// Node subnets and service VIPs.
+    pub network: controller::Network,
+    /// CNI mode (root): instances in their own network namespaces on a bridge, VIPs served.
+    pub cni: bool,
 }
 
 async fn bind_tcp(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
@@ -102,7 +108,37 @@ async fn start_data_plane(
             tracing::error!(error = %e, "dns stopped");
         }
     });
-    Ok((DataPlane { proxy, dns }, ingress, dns_addr))
+    Ok((
+        DataPlane {
+            proxy,
+            dns,
+            options: Default::default(),
+        },
+        ingress,
+        dns_addr,
+    ))
+}
+
+/// Serves HTTPS ingress on `addr` until `shutdown`: certificates chosen by SNI from the live
+/// config (the routes' TLS secrets), so a secret change applies to the next handshake.
+async fn serve_ingress_tls(
+    plane: &DataPlane,
+    addr: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<SocketAddr> {
+    let listener = bind_tcp(addr, "HTTPS ingress", "--ingress-tls").await?;
+    let bound = listener.local_addr()?;
+    let (p, s) = (plane.proxy.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let tls = berth_proxy::ListenerTls::default();
+        if let Err(e) = p
+            .serve_https(listener, &tls, async move { s.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "HTTPS ingress stopped");
+        }
+    });
+    Ok(bound)
 }
 
 /// Starts the API server and the controllers; returns the bound address.
@@ -111,7 +147,7 @@ async fn start_server(
     auth: Arc<Auth>,
     listen: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
-    node_policy: controller::NodePolicy,
+    config: controller::Config,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr> {
     let listener = bind_tcp(listen, "API", "--api").await?;
@@ -128,9 +164,10 @@ async fn start_server(
         events,
         listener,
         tls,
+        Arc::new(config.network.clone()),
         shutdown.clone(),
     ));
-    tokio::spawn(controller::run(store, node_policy, shutdown.clone()));
+    tokio::spawn(controller::run(store, config, shutdown.clone()));
     Ok(addr)
 }
 
@@ -167,12 +204,25 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
         auth.clone(),
         opts.api,
         None,
-        controller::NodePolicy::default(),
+        controller::Config {
+            network: opts.network.clone(),
+            ..controller::Config::default()
+        },
         &servers,
     )
     .await?;
-    let (plane, ingress, dns) =
+    let (mut plane, ingress, dns) =
         start_data_plane(opts.ingress, opts.dns, &opts.zone, &servers).await?;
+    let ingress_tls = match opts.ingress_tls {
+        Some(addr) => Some(serve_ingress_tls(&plane, addr, &servers).await?),
+        None => None,
+    };
+    let network = opts.cni.then(|| agent::network::NetworkOptions {
+        cni_bin_dir: data_dir.join("cni/bin"),
+        cni_conf_dir: data_dir.join("cni/net.d"),
+        ..Default::default()
+    });
+    plane.options.vip_listeners = opts.cni;
     let agent_stop = CancellationToken::new();
     let agent_cfg = AgentConfig {
         server: format!("http://{api}"),
@@ -186,6 +236,10 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
         grace: Duration::from_secs(5),
         zone: opts.zone.clone(),
         heartbeat: Duration::from_secs(2),
+        network,
+        hollow: false,
+        labels: Default::default(),
+        leave_running: false,
     };
     let agent = tokio::spawn(agent::run(agent_cfg, plane, agent_stop.clone()));
 
@@ -195,6 +249,9 @@ pub async fn dev(opts: DevOptions) -> Result<()> {
     );
     println!("  api      http://{api}");
     println!("  ingress  http://{ingress}");
+    if let Some(addr) = ingress_tls {
+        println!("  ingress  https://{addr} (routes with tls)");
+    }
     println!("  dns      {dns} (udp and tcp), zone {}", opts.zone);
     println!("  data     {}", data_dir.display());
     let cli_config = crate::clientconfig::ClientConfig {
@@ -276,7 +333,7 @@ pub async fn server(
     data_dir: PathBuf,
     listen: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
-    node_policy: controller::NodePolicy,
+    config: controller::Config,
 ) -> Result<()> {
     let tls = match tls {
         Some((cert, key)) => Some(crate::tls::server_config(&cert, &key)?),
@@ -287,7 +344,7 @@ pub async fn server(
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let auth = Arc::new(Auth::open(&data_dir)?);
     let shutdown = CancellationToken::new();
-    let api = start_server(store, auth.clone(), listen, tls, node_policy, &shutdown).await?;
+    let api = start_server(store, auth.clone(), listen, tls, config, &shutdown).await?;
     println!(
         "berth server: API on {scheme}://{api}, data in {}, tokens in {}",
         data_dir.display(),
@@ -307,15 +364,46 @@ pub struct AgentOptions {
     pub ingress: SocketAddr,
     /// DNS address.
     pub dns: SocketAddr,
+    /// The proxy's admin listener, if any.
+    pub proxy_admin: Option<SocketAddr>,
+    /// HTTPS ingress address (routes with TLS), if any.
+    pub ingress_tls: Option<SocketAddr>,
+    /// Bind proxy listeners on service VIPs (they must be on a local interface).
+    pub vip_listeners: bool,
 }
 
 /// `berth agent`: one node.
 pub async fn agent(opts: AgentOptions) -> Result<()> {
     let servers = CancellationToken::new();
-    let (plane, ingress, dns) =
+    let (mut plane, ingress, dns) =
         start_data_plane(opts.ingress, opts.dns, &opts.agent.zone, &servers).await?;
+    plane.options.vip_listeners = opts.vip_listeners;
+    let https = match opts.ingress_tls {
+        Some(addr) => format!(
+            ", ingress https://{}",
+            serve_ingress_tls(&plane, addr, &servers).await?
+        ),
+        None => String::new(),
+    };
+    let admin = match opts.proxy_admin {
+        Some(addr) => {
+            let listener = bind_tcp(addr, "proxy admin", "--proxy-admin").await?;
+            let bound = listener.local_addr()?;
+            let (p, s) = (plane.proxy.clone(), servers.clone());
+            tokio::spawn(async move {
+                if let Err(e) = p
+                    .serve_admin(listener, async move { s.cancelled().await })
+                    .await
+                {
+                    tracing::error!(error = %e, "proxy admin stopped");
+                }
+            });
+            format!(", proxy admin http://{bound}")
+        }
+        None => String::new(),
+    };
     println!(
-        "berth agent: node {:?}, server {}, ingress http://{ingress}, dns {dns}",
+        "berth agent: node {:?}, server {}, ingress http://{ingress}{https}, dns {dns}{admin}",
         opts.agent.node, opts.agent.server
     );
     let stop = CancellationToken::new();

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::api::{Kind, Object, Selector, user_kind};
-use crate::auth::{Auth, Identity, Role};
+use crate::auth::{Auth, Identity, Role, SecretAccess};
+use crate::controller::Network;
 use crate::events::{ClusterEvent, EventLog};
 use crate::http_util::{Body, respond, serve_maybe_tls};
 use crate::manifest::check_object;
@@ -114,6 +115,7 @@ pub async fn run(
     events: Arc<EventLog>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    network: Arc<Network>,
     shutdown: CancellationToken,
 ) {
     let stop = shutdown.clone();
@@ -127,10 +129,16 @@ pub async fn run(
             let auth = auth.clone();
             let metrics = metrics.clone();
             let events = events.clone();
+            let network = network.clone();
             async move {
                 let started = Instant::now();
                 let method = req.method().to_string();
-                let resp = handle(store, auth, &metrics, &events, req, stop).await;
+                let ctx = Ctx {
+                    store,
+                    auth,
+                    network,
+                };
+                let resp = handle(ctx, &metrics, &events, req, stop).await;
                 let code = resp.status().as_u16();
                 metrics
                     .requests
@@ -319,14 +327,25 @@ fn parse_path(path: &str) -> Result<Target<'_>, String> {
     Ok(t)
 }
 
-async fn handle(
+/// What every request handler may use.
+struct Ctx {
     store: Store,
     auth: Arc<Auth>,
+    network: Arc<Network>,
+}
+
+async fn handle(
+    ctx: Ctx,
     metrics: &ApiMetrics,
     events: &EventLog,
     req: Request<Incoming>,
     shutdown: CancellationToken,
 ) -> Response<Body> {
+    let Ctx {
+        store,
+        auth,
+        network,
+    } = ctx;
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -349,6 +368,18 @@ async fn handle(
     };
     if path == "/metrics" {
         metrics.revision.set(store.revision());
+        let (services, _) = store.list(Kind::Service, None);
+        let (nodes, _) = store.list(Kind::Node, None);
+        metrics.set_usage(network.usage(
+            services.iter().filter_map(|o| match &**o {
+                Object::Service(s) => s.status.vip,
+                _ => None,
+            }),
+            nodes.iter().filter_map(|o| match &**o {
+                Object::Node(n) => n.spec.pod_subnet.as_deref()?.parse().ok(),
+                _ => None,
+            }),
+        ));
         return respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -367,7 +398,7 @@ async fn handle(
     if path == "/api/v1/apply" {
         return match method {
             Method::POST if matches!(id.role, Role::Admin | Role::Operator) => {
-                apply(&store, req).await
+                apply(&store, &network, req).await
             }
             Method::POST => forbidden(&id, &method, &path, "only admin and operator tokens deploy"),
             _ => error(StatusCode::METHOD_NOT_ALLOWED, "apply takes POST"),
@@ -387,8 +418,9 @@ async fn handle(
     if let Err(why) = authorize(&store, &id, &method, &target) {
         return forbidden(&id, &method, &path, &why);
     }
-    // Viewers see that secrets exist, not what they hold.
-    let redact = id.role == Role::Viewer && target.kind == Kind::Secret;
+    // Viewers see that secrets exist, not what they hold; nodes read TLS secrets only (their
+    // ingress proxies terminate every route's TLS).
+    let secrets = SecretAccess::of(id.role);
     let ns = target.namespace.unwrap_or("");
     match (method, target.name, target.sub) {
         (Method::GET, None, None) => {
@@ -407,7 +439,7 @@ async fn handle(
                     namespace: target.namespace,
                     selector,
                     from,
-                    redact,
+                    secrets,
                 };
                 watch(&store, query, metrics.watches.clone(), shutdown)
             } else {
@@ -415,13 +447,20 @@ async fn handle(
                 let items = items
                     .iter()
                     .filter(|o| selector.matches(&o.meta().labels))
-                    .map(|o| if redact { o.redacted() } else { (**o).clone() })
+                    .map(|o| secrets.view(o))
                     .collect();
                 json(StatusCode::OK, &List { revision, items })
             }
         }
         (Method::GET, Some(name), None) => match store.get(target.kind, ns, name) {
-            Some(o) if redact => json(StatusCode::OK, &o.redacted()),
+            // A node asking for one opaque secret by name has no business with it.
+            Some(o) if secrets == SecretAccess::TlsOnly && secrets.hides(&o) => forbidden(
+                &id,
+                &Method::GET,
+                &path,
+                "a node token reads only secrets of type tls or labelled berth.io/data-plane=true",
+            ),
+            Some(o) if secrets.hides(&o) => json(StatusCode::OK, &o.redacted()),
             Some(o) => json(StatusCode::OK, &*o),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -444,7 +483,12 @@ async fn handle(
                 Err(e) => store_error(e),
             }
         }
-        (Method::PUT, Some(name), None) => put_object(&store, target.kind, ns, name, req).await,
+        (Method::PUT, Some(name), None) if target.kind == Kind::Node => {
+            put_node(&store, &network, &id, name, req).await
+        }
+        (Method::PUT, Some(name), None) => {
+            put_object(&store, &network, target.kind, ns, name, req).await
+        }
         (Method::GET, Some(name), Some("log")) if target.kind == Kind::Instance => {
             let q = req.uri().query().unwrap_or("").to_owned();
             instance_log(&store, &auth, ns, name, &q).await
@@ -465,7 +509,7 @@ async fn handle(
     }
 }
 
-async fn apply(store: &Store, req: Request<Incoming>) -> Response<Body> {
+async fn apply(store: &Store, network: &Network, req: Request<Incoming>) -> Response<Body> {
     let values = match body_json(req).await {
         Ok(Value::Array(v)) => v,
         Ok(v) => vec![v],
@@ -477,6 +521,11 @@ async fn apply(store: &Store, req: Request<Incoming>) -> Response<Body> {
         match check_object(v) {
             Ok(o) => objects.push(o),
             Err(msgs) => errors.extend(msgs.into_iter().map(|m| format!("object {}: {m}", i + 1))),
+        }
+    }
+    for (i, o) in objects.iter_mut().enumerate() {
+        if let Err(why) = admit_service(store, network, o) {
+            errors.push(format!("object {}: {why}", i + 1));
         }
     }
     if !errors.is_empty() {
@@ -503,6 +552,7 @@ async fn apply(store: &Store, req: Request<Incoming>) -> Response<Body> {
 
 async fn put_object(
     store: &Store,
+    network: &Network,
     kind: Kind,
     ns: &str,
     name: &str,
@@ -521,15 +571,6 @@ async fn put_object(
             Ok(o) => o,
             Err(msgs) => return error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join("\n")),
         }
-    } else if kind == Kind::Node {
-        // Agents register their node; the envelope is theirs to fill.
-        if let Some(map) = value.as_object_mut() {
-            map.insert("kind".into(), Value::String("Node".into()));
-        }
-        match serde_json::from_value::<Object>(value) {
-            Ok(o) => o,
-            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("node: {e}")),
-        }
     } else {
         return error(
             StatusCode::FORBIDDEN,
@@ -540,6 +581,9 @@ async fn put_object(
     if !kind.namespaced() {
         // Cluster-scoped: the namespace a manifest defaulted means nothing here.
         obj.meta_mut().namespace.clear();
+    }
+    if let Err(why) = admit_service(store, network, &mut obj) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, why);
     }
     let m = obj.meta();
     if m.name != name || (kind.namespaced() && m.namespace != ns) {
@@ -566,6 +610,205 @@ async fn put_object(
     match result {
         Ok(o) => json(StatusCode::OK, &o),
         Err(e) => store_error(e),
+    }
+}
+
+/// Readies a declared service for the store: its status is control's (a VIP cannot be declared
+/// there), and a requested `spec.clusterIP` must be in the service range and free, and cannot
+/// change once given, as in Kubernetes. The VIP reconciler decides; this refuses what it would
+/// refuse, with the reason, before anything is stored.
+fn admit_service(store: &Store, network: &Network, obj: &mut Object) -> Result<(), String> {
+    let Object::Service(svc) = obj else {
+        return Ok(());
+    };
+    svc.status = crate::api::ServiceStatus::default();
+    let Some(ip) = svc.spec.cluster_ip else {
+        return Ok(());
+    };
+    let (ns, name) = (&svc.metadata.namespace, &svc.metadata.name);
+    let current = match store.get(Kind::Service, ns, name).as_deref() {
+        Some(Object::Service(s)) => s.status.vip,
+        _ => None,
+    };
+    let who = |what: &str| format!("Service {ns}/{name}: spec.clusterIP: {what}");
+    match current {
+        Some(vip) if vip == ip => return Ok(()),
+        Some(vip) => {
+            return Err(who(&format!(
+                "cannot change: the service has the VIP {vip} (delete and create it again for \
+                 another)"
+            )));
+        }
+        None => {}
+    }
+    let (services, _) = store.list(Kind::Service, None);
+    let holder = |a: std::net::IpAddr| {
+        services.iter().find_map(|o| match &**o {
+            Object::Service(s)
+                if (s.status.vip == Some(a) || s.spec.cluster_ip == Some(a))
+                    && !(s.metadata.namespace == *ns && s.metadata.name == *name) =>
+            {
+                Some(format!("{}/{}", s.metadata.namespace, s.metadata.name))
+            }
+            _ => None,
+        })
+    };
+    crate::controller::check_cluster_ip(network.service_cidr.as_ref(), ip, holder)
+        .map_err(|e| who(&e))
+}
+
+/// Creates or updates a node: an agent registering, or an admin setting taints or a pod subnet.
+///
+/// Control owns the pod subnet once given: a PUT without one keeps it (an agent registering
+/// again after a restart), a different one is refused. Taints and cordoning are the admin's: a
+/// node token's PUT of an existing node keeps them, as a kubelet registers its taints only when
+/// it creates its node, and adds its labels to the admin's. A node without a subnet gets one at
+/// once, and a subnet set by an admin must not overlap another node's: the check and the write
+/// are one transaction.
+async fn put_node(
+    store: &Store,
+    network: &Network,
+    id: &Identity,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let mut value = match body_json(req).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("kind".into(), Value::String("Node".into()));
+    }
+    let mut node = match serde_json::from_value::<Object>(value) {
+        Ok(Object::Node(n)) => n,
+        Ok(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "node: not a node"),
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("node: {e}")),
+    };
+    node.metadata.namespace.clear();
+    if node.metadata.name != name {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("metadata names {}, the path {name}", node.metadata.name),
+        );
+    }
+    if let Err(errs) = crate::api::validate_node(&node) {
+        let msgs: Vec<String> = errs.iter().map(|e| format!("Node {name}: {e}")).collect();
+        return error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join("\n"));
+    }
+    let expected = node.metadata.revision;
+    let by_agent = id.role == Role::Node;
+    let mut refusal: Option<(StatusCode, String)> = None;
+    let result = store.transaction(|tx| {
+        let key = crate::api::key(Kind::Node, "", name);
+        let current = match tx.get(&key) {
+            Some(Object::Node(n)) => Some(n),
+            _ => None,
+        };
+        if expected > 0 {
+            let actual = current
+                .as_ref()
+                .ok_or_else(|| StoreError::NotFound(key.clone()))?
+                .metadata
+                .revision;
+            if actual != expected {
+                return Err(StoreError::Conflict {
+                    key,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let mut next = match &current {
+            Some(c) => {
+                let mut spec = node.spec.clone();
+                match (&c.spec.pod_subnet, &spec.pod_subnet) {
+                    (Some(old), None) => spec.pod_subnet = Some(old.clone()),
+                    (Some(old), Some(new)) if old != new => {
+                        refusal = Some((
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!(
+                                "Node {name}: spec.podSubnet: cannot change from {old} to {new} \
+                                 (instances use it): delete the node to free it"
+                            ),
+                        ));
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+                let mut n = c.clone();
+                if by_agent {
+                    spec.taints = c.spec.taints.clone();
+                    spec.unschedulable = c.spec.unschedulable;
+                    // The agent's labels (from its flags) go over the admin's, which stay, as
+                    // a kubelet's --node-labels do.
+                    n.metadata.labels.extend(node.metadata.labels.clone());
+                } else {
+                    n.metadata.labels = node.metadata.labels.clone();
+                }
+                n.spec = spec;
+                n
+            }
+            None => node.clone(),
+        };
+        next.metadata.namespace.clear();
+        let new_subnet = next
+            .spec
+            .pod_subnet
+            .clone()
+            .filter(|s| current.as_ref().and_then(|c| c.spec.pod_subnet.as_ref()) != Some(s));
+        let others: Vec<(String, ipnet::IpNet)> = tx
+            .list(Kind::Node)
+            .iter()
+            .filter_map(|o| match o {
+                Object::Node(n) if n.metadata.name != name => Some((
+                    n.metadata.name.clone(),
+                    n.spec.pod_subnet.as_deref()?.parse().ok()?,
+                )),
+                _ => None,
+            })
+            .collect();
+        if next.spec.pod_subnet.is_none()
+            && let Some(cidr) = network.cluster_cidr
+        {
+            // Allocated now, so that the agent's registration answer carries its subnet; the
+            // node controller does the same for nodes this misses, and reports what it cannot.
+            let taken: Vec<ipnet::IpNet> = others.iter().map(|(_, n)| *n).collect();
+            if let Some(free) =
+                crate::controller::network::first_free_subnet(&cidr, network.node_prefix, &taken)
+            {
+                tracing::info!(node = %name, subnet = %free, "pod subnet allocated");
+                next.spec.pod_subnet = Some(free.to_string());
+            }
+        } else if let Some(net) = new_subnet.and_then(|s| s.parse::<ipnet::IpNet>().ok())
+            && let Some((other, theirs)) = others
+                .iter()
+                .find(|(_, theirs)| crate::controller::network::overlaps(theirs, &net))
+        {
+            refusal = Some((
+                StatusCode::CONFLICT,
+                format!("Node {name}: spec.podSubnet: {net} overlaps {theirs} of node {other}"),
+            ));
+            return Ok(());
+        }
+        let unchanged = current
+            .as_ref()
+            .is_some_and(|c| c.spec == next.spec && c.metadata.labels == next.metadata.labels);
+        if !unchanged {
+            tx.put(Object::Node(next));
+        }
+        Ok(())
+    });
+    match (result, refusal) {
+        (Ok(_), Some((status, why))) => error(status, why),
+        // Read back for the revision the store stamped.
+        (Ok(_), None) => match store.get(Kind::Node, "", name) {
+            Some(o) => json(StatusCode::OK, &*o),
+            None => error(
+                StatusCode::CONFLICT,
+                format!("node {name} was deleted meanwhile"),
+            ),
+        },
+        (Err(e), _) => store_error(e),
     }
 }
 
@@ -735,8 +978,8 @@ struct WatchQuery<'a> {
     selector: Selector,
     /// Resume after this revision; `None` starts with a listing.
     from: Option<u64>,
-    /// Hide secret values (viewer tokens).
-    redact: bool,
+    /// Which secret values the caller may read.
+    secrets: SecretAccess,
 }
 
 /// Streams events of one kind (and namespace, and labels) as NDJSON. Without a revision it
@@ -753,7 +996,7 @@ fn watch(
         namespace,
         selector,
         from,
-        redact,
+        secrets,
     } = query;
     let (initial, from) = match from {
         Some(rev) => (Vec::new(), rev),
@@ -785,7 +1028,7 @@ fn watch(
         for o in initial {
             let l = WatchLine::Added {
                 revision: o.meta().revision,
-                object: if redact { o.redacted() } else { (*o).clone() },
+                object: secrets.view(&o),
             };
             if tx.send(line(&l)).await.is_err() {
                 return;
@@ -827,7 +1070,7 @@ fn watch(
             };
             for e in events.iter().filter(|e| matches(&e.object)) {
                 // The shared encoding carries secret values: redacted streams encode their own.
-                let bytes = if redact {
+                let bytes = if secrets.hides(&e.object) {
                     let mut l = event_line(e);
                     if let WatchLine::Added { object, .. }
                     | WatchLine::Modified { object, .. }
@@ -967,3 +1210,6 @@ async fn instance_log(
     *r.status_mut() = status;
     r
 }
+
+#[cfg(test)]
+mod tests;

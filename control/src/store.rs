@@ -136,6 +136,28 @@ impl Txn<'_> {
         read(self.state).objects.get(key).map(|o| (**o).clone())
     }
 
+    /// Every object of a kind as this transaction sees it, in key order.
+    pub fn list(&self, kind: Kind) -> Vec<Object> {
+        let prefix = format!("{}/", kind.plural());
+        let mut out: BTreeMap<String, Object> = read(self.state)
+            .objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect();
+        for (k, v) in self
+            .staged
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        {
+            match v {
+                Some(o) => out.insert(k.clone(), o.clone()),
+                None => out.remove(k),
+            };
+        }
+        out.into_values().collect()
+    }
+
     /// Creates or replaces an object.
     pub fn put(&mut self, obj: Object) {
         self.staged.insert(obj.key(), Some(obj));
@@ -254,6 +276,15 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.transaction_with_revisions(f).map(|(r, _)| r)
+    }
+
+    /// [`Store::transaction`], also returning the revisions its writes got (`None` when it
+    /// wrote nothing): a writer that also watches can tell its own events.
+    pub fn transaction_with_revisions<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<(R, Option<std::ops::RangeInclusive<u64>>), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut txn = Txn {
             state: &self.inner.state,
@@ -262,7 +293,7 @@ impl Store {
         let result = f(&mut txn)?;
         let staged = txn.staged;
         if staged.is_empty() {
-            return Ok(result);
+            return Ok((result, None));
         }
         let (mut revision, current) = {
             let state = read(&self.inner.state);
@@ -320,8 +351,9 @@ impl Store {
             tx.open_table(META)?.insert(REVISION, revision)?;
         }
         tx.commit()?;
+        let first = events.first().map(|e| e.revision);
         self.publish(revision, events);
-        Ok(result)
+        Ok((result, first.map(|first| first..=revision)))
     }
 
     /// Makes committed events visible to readers and watchers.

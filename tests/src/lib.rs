@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+pub mod netns;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -470,7 +472,14 @@ fn dechunk(mut s: &str) -> String {
 
 /// One DNS query over UDP with hickory's message types.
 pub fn dns_query(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Message> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    // Loopback for a server on loopback; any address otherwise (a test inside a namespace).
+    let local: SocketAddr = match server {
+        SocketAddr::V4(a) if a.ip().is_loopback() => "127.0.0.1:0".parse()?,
+        SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
+        SocketAddr::V6(a) if a.ip().is_loopback() => "[::1]:0".parse()?,
+        SocketAddr::V6(_) => "[::]:0".parse()?,
+    };
+    let sock = UdpSocket::bind(local)?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut q = Message::query();
     q.metadata.id = fastrand_id();

@@ -64,6 +64,43 @@ impl LogFile {
     }
 }
 
+/// Opens a log file for appending, to be given to an instance as its stdout and stderr.
+pub(crate) fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Keeps a log file that an instance writes itself (O_APPEND) under `cap`: when it grew past
+/// it, its content moves to `.log.1` and the file is truncated (logrotate's copytruncate; what
+/// the instance writes between the copy and the truncation is lost). Runs until `stop`.
+pub(crate) async fn cap_file(path: PathBuf, cap: u64, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let Ok(meta) = tokio::fs::metadata(&path).await else {
+            continue;
+        };
+        if meta.len() <= cap {
+            continue;
+        }
+        let old = path.with_extension("log.1");
+        let rotated = async {
+            tokio::fs::copy(&path, &old).await?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(0)
+        };
+        if let Err(e) = rotated.await {
+            tracing::warn!(path = %path.display(), error = %e, "rotating an instance log");
+        }
+    }
+}
+
 /// Copies a child's output into the log until the pipe closes.
 pub(crate) async fn copy(mut from: impl AsyncRead + Unpin, log: Arc<Mutex<LogFile>>) {
     let mut buf = vec![0u8; 16 * 1024];

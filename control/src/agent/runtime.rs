@@ -38,6 +38,27 @@ pub(super) struct Ctx {
     pub(super) drain: Duration,
     /// How long after SIGTERM before SIGKILL.
     pub(super) grace: Duration,
+    /// CNI mode: every instance in its own network namespace on the node's pod network.
+    /// Host-port mode (unprivileged `berth dev`) when `None`.
+    pub(super) network: Option<Arc<super::sandbox::CniNetwork>>,
+    /// CPU and memory limits, where the machine has cgroups.
+    pub(super) cgroups: super::cgroups::Cgroups,
+}
+
+/// Where one instance runs: its address, and its sandbox in CNI mode.
+struct Place {
+    address: IpAddr,
+    sandbox: Option<super::sandbox::Sandbox>,
+}
+
+impl Place {
+    /// The command line that runs `argv` here.
+    fn argv(&self, argv: &[String]) -> Vec<String> {
+        match &self.sandbox {
+            Some(s) => s.wrap(argv),
+            None => argv.to_vec(),
+        }
+    }
 }
 
 /// Why a supervisor is asked to stop.
@@ -106,17 +127,19 @@ impl Running {
 /// itself and for its exec probes.
 fn instance_command(
     ctx: &Ctx,
+    place: &Place,
     inst: &Instance,
     ports: &BTreeMap<String, u16>,
     argv: &[String],
 ) -> tokio::process::Command {
     let t: &Template = &inst.spec.template;
+    let argv = place.argv(argv);
     let program = argv.first().map_or("", String::as_str);
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(argv.iter().skip(1))
         .env_clear()
         .env("PATH", &ctx.path)
-        .env("HOST", ctx.address.to_string())
+        .env("HOST", place.address.to_string())
         .env("BERTH_INSTANCE", &inst.metadata.name)
         .env("BERTH_APP", &inst.spec.app)
         .env("BERTH_NAMESPACE", &inst.metadata.namespace)
@@ -140,43 +163,69 @@ fn instance_command(
     cmd
 }
 
-async fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Result<Running> {
+async fn spawn(
+    ctx: &Ctx,
+    place: &Place,
+    inst: &Instance,
+    ports: &BTreeMap<String, u16>,
+) -> Result<Running> {
     let t: &Template = &inst.spec.template;
     let argv: Vec<String> = std::iter::once(t.command.clone())
         .chain(t.args.iter().cloned())
         .collect();
-    let mut cmd = instance_command(ctx, inst, ports, &argv);
+    let mut cmd = instance_command(ctx, place, inst, ports, &argv);
     std::fs::create_dir_all(&ctx.log_dir)
         .with_context(|| format!("creating {}", ctx.log_dir.display()))?;
     let log_path =
         super::logs::log_path(&ctx.log_dir, &inst.metadata.namespace, &inst.metadata.name);
-    let log = super::logs::LogFile::open(log_path.clone(), super::logs::MAX_LOG_BYTES)
-        .await
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    // Pipes, not the file itself: the agent caps and rotates the log as it writes.
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe. It makes the kernel kill the instance if the agent dies, so that a
-    // crashed agent (or `berth dev` killed with SIGKILL) leaves no process behind.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
+    cmd.stdin(Stdio::null()).process_group(0);
+    let log = if place.sandbox.is_some() {
+        // The file itself: the instance must outlive the agent (a restarted agent adopts it),
+        // so nothing of the agent may sit between it and its log. The agent caps the file by
+        // copy-and-truncate, as logrotate's copytruncate does.
+        let file = super::logs::open_append(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        cmd.stdout(file.try_clone().context("duplicating the log file")?)
+            .stderr(file);
+        None
+    } else {
+        let log = super::logs::LogFile::open(log_path.clone(), super::logs::MAX_LOG_BYTES)
+            .await
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        // Pipes, not the file itself: the agent caps and rotates the log as it writes.
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe. It makes the kernel kill the instance if the agent dies,
+        // so that a crashed host-port agent (or `berth dev` killed with SIGKILL) leaves no
+        // process behind. (In CNI mode instances outlive the agent, which adopts them.)
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        Some(log)
+    };
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {:?}", t.command))?;
     let pid = child.id().context("process exited at once")?;
-    let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(super::logs::copy(out, log.clone()));
+    if ctx.cgroups.available() {
+        let r = &t.resources;
+        let cpu = crate::api::parse_cpu(&r.cpu).unwrap_or(0);
+        let memory = crate::api::parse_memory(&r.memory).unwrap_or(0);
+        if let Err(e) = ctx.cgroups.apply(&cgroup_name(inst), cpu, memory, pid) {
+            tracing::warn!(instance = %inst.metadata.name, error = %format!("{e:#}"), "cgroup limits not applied");
+        }
     }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(super::logs::copy(err, log));
+    if let Some(log) = log {
+        let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(super::logs::copy(out, log.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(super::logs::copy(err, log));
+        }
     }
     let (tx, exited) = oneshot::channel();
     tokio::spawn(async move {
@@ -186,6 +235,131 @@ async fn spawn(ctx: &Ctx, inst: &Instance, ports: &BTreeMap<String, u16>) -> Res
         pid,
         exited: Some(exited),
     })
+}
+
+/// The start time of a process (field 22 of /proc/PID/stat, in clock ticks since boot): with
+/// the pid, it names one process even after the pid is reused.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The network namespace identity (device, inode) of a path under /proc or /run/netns.
+fn ns_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Adopts the process of `inst` that a previous agent started in CNI mode, when it still runs
+/// in the instance's sandbox (a reused pid in another namespace is not it). Its exit is seen by
+/// polling: it is not our child.
+fn adopt(ctx: &Ctx, inst: &Instance) -> Option<(Place, Running)> {
+    let net = ctx.network.as_ref()?;
+    let pid = inst.status.pid?;
+    let sandbox = net.existing(inst, inst.status.address?)?;
+    let in_sandbox = ns_id(
+        &std::path::Path::new("/proc")
+            .join(pid.to_string())
+            .join("ns/net"),
+    )? == ns_id(&std::path::Path::new("/run/netns").join(&sandbox.name))?;
+    if !in_sandbox {
+        return None;
+    }
+    let started = start_time(pid)?;
+    let (tx, exited) = oneshot::channel();
+    tokio::spawn(async move {
+        while start_time(pid) == Some(started) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = tx.send(Err(std::io::Error::other(
+            "the adopted process exited (its status went to the agent that started it)",
+        )));
+    });
+    Some((
+        Place {
+            address: sandbox.address,
+            sandbox: Some(sandbox),
+        },
+        Running {
+            pid,
+            exited: Some(exited),
+        },
+    ))
+}
+
+/// The cgroup of an instance, unique on the node.
+fn cgroup_name(inst: &Instance) -> String {
+    format!("{}.{}", inst.metadata.namespace, inst.metadata.name)
+}
+
+/// The ports an instance listens on in its own namespace: the declared number, else the next
+/// free one from 8080, as a pod's container ports.
+fn sandbox_ports(inst: &Instance) -> BTreeMap<String, u16> {
+    let ports = &inst.spec.template.ports;
+    let declared: std::collections::HashSet<u16> = ports.iter().filter_map(|p| p.port).collect();
+    let mut next = 8080u16;
+    ports
+        .iter()
+        .map(|p| {
+            let n = p.port.unwrap_or_else(|| {
+                while declared.contains(&next) {
+                    next += 1;
+                }
+                next += 1;
+                next - 1
+            });
+            (p.name.clone(), n)
+        })
+        .collect()
+}
+
+/// Creates the sandbox of a CNI-mode instance, retrying with backoff (reported as failures)
+/// until it exists or a stop is asked (then `None`).
+async fn sandbox(
+    ctx: &Ctx,
+    rep: &mut Reporter<'_>,
+    stop: &mut watch::Receiver<Stop>,
+) -> Option<Place> {
+    let Some(net) = &ctx.network else {
+        return Some(Place {
+            address: ctx.address,
+            sandbox: None,
+        });
+    };
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() != Stop::No {
+            return None;
+        }
+        match net.create(rep.inst).await {
+            Ok(s) => {
+                tracing::info!(instance = %rep.inst.metadata.name, netns = %s.name, address = %s.address, "sandbox created");
+                return Some(Place {
+                    address: s.address,
+                    sandbox: Some(s),
+                });
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let message = format!("creating the network sandbox: {e:#}");
+                tracing::warn!(instance = %rep.inst.metadata.name, error = %message, "sandbox failed");
+                rep.report(|s| {
+                    s.state = InstanceState::Failed;
+                    s.message = Some(message);
+                })
+                .await;
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << failures.saturating_sub(1).min(10))
+                    .min(MAX_BACKOFF);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop_asked(stop) => {}
+                }
+            }
+        }
+    }
 }
 
 fn describe(exit: &std::io::Result<ExitStatus>) -> String {
@@ -249,43 +423,73 @@ pub(super) async fn supervise(ctx: Arc<Ctx>, inst: Instance, mut stop: watch::Re
         status: inst.status.clone(),
     };
     let mut failures_in_row: u32 = 0;
-    loop {
+    let (place, mut adopted) = match adopt(&ctx, &inst) {
+        Some((place, running)) => {
+            tracing::info!(instance = %name, pid = running.pid, "adopted a running instance");
+            (Some(place), Some(running))
+        }
+        None => (sandbox(&ctx, &mut rep, &mut stop).await, None),
+    };
+    let capper = tokio_util::sync::CancellationToken::new();
+    if matches!(&place, Some(p) if p.sandbox.is_some()) {
+        let m = &inst.metadata;
+        tokio::spawn(super::logs::cap_file(
+            super::logs::log_path(&ctx.log_dir, &m.namespace, &m.name),
+            super::logs::MAX_LOG_BYTES,
+            capper.clone(),
+        ));
+    }
+    let _capper = capper.drop_guard();
+    while let Some(place) = &place {
         if *stop.borrow() != Stop::No {
             break;
         }
         let mut ports = BTreeMap::new();
         let mut port_error = None;
-        for p in &inst.spec.template.ports {
-            match pick_port(
-                ctx.address,
-                p.protocol,
-                rep.status.ports.get(&p.name).copied(),
-            ) {
-                Ok(port) => {
-                    ports.insert(p.name.clone(), port);
+        if place.sandbox.is_some() {
+            ports = sandbox_ports(&inst);
+        } else {
+            for p in &inst.spec.template.ports {
+                match pick_port(
+                    ctx.address,
+                    p.protocol,
+                    rep.status.ports.get(&p.name).copied(),
+                ) {
+                    Ok(port) => {
+                        ports.insert(p.name.clone(), port);
+                    }
+                    Err(e) => port_error = Some(format!("{e:#}")),
                 }
-                Err(e) => port_error = Some(format!("{e:#}")),
             }
         }
         let started = Instant::now();
-        let spawned = match port_error {
-            Some(e) => Err(anyhow::anyhow!(e)),
-            None => spawn(&ctx, &inst, &ports).await,
+        let was_adopted = adopted.is_some();
+        if was_adopted {
+            ports = rep.status.ports.clone();
+        }
+        let spawned = match (adopted.take(), port_error) {
+            (Some(running), _) => Ok(running),
+            (None, Some(e)) => Err(anyhow::anyhow!(e)),
+            (None, None) => spawn(&ctx, place, &inst, &ports).await,
         };
         let exit_message = match spawned {
             Err(e) => format!("{e:#}"),
             Ok(mut running) => {
-                tracing::info!(instance = %name, pid = running.pid, ?ports, "started");
-                let pid = running.pid;
-                rep.report(|s| {
-                    s.state = InstanceState::Starting;
-                    s.address = Some(ctx.address);
-                    s.ports = ports.clone();
-                    s.pid = Some(pid);
-                    s.message = None;
-                })
-                .await;
-                match watch_running(&ctx, &mut rep, &mut running, &mut stop).await {
+                // An adopted instance keeps its state (it may be ready, and in endpoints)
+                // until its probes say otherwise.
+                if !was_adopted {
+                    tracing::info!(instance = %name, pid = running.pid, ?ports, "started");
+                    let pid = running.pid;
+                    rep.report(|s| {
+                        s.state = InstanceState::Starting;
+                        s.address = Some(place.address);
+                        s.ports = ports.clone();
+                        s.pid = Some(pid);
+                        s.message = None;
+                    })
+                    .await;
+                }
+                match watch_running(&ctx, place, &mut rep, &mut running, &mut stop).await {
                     Some(exit) => exit,
                     None => {
                         // Told to stop.
@@ -315,6 +519,16 @@ pub(super) async fn supervise(ctx: Arc<Ctx>, inst: Instance, mut stop: watch::Re
             _ = stop_asked(&mut stop) => {}
         }
     }
+    if let Some(Place {
+        sandbox: Some(s), ..
+    }) = &place
+    {
+        s.kill_all().await;
+        s.destroy().await;
+    }
+    if ctx.cgroups.available() {
+        ctx.cgroups.remove(&cgroup_name(&inst));
+    }
     if matches!(*stop.borrow(), Stop::Report | Stop::Now) {
         rep.report(|s| {
             s.state = InstanceState::Stopped;
@@ -335,6 +549,7 @@ async fn stop_asked(stop: &mut watch::Receiver<Stop>) {
 /// after draining).
 async fn watch_running(
     ctx: &Ctx,
+    place: &Place,
     rep: &mut Reporter<'_>,
     running: &mut Running,
     stop: &mut watch::Receiver<Stop>,
@@ -342,8 +557,8 @@ async fn watch_running(
     let inst = rep.inst;
     let template = &inst.spec.template;
     let ports = rep.status.ports.clone();
-    let exec = |argv: &[String]| instance_command(ctx, inst, &ports, argv);
-    let (check, timeout) = probe::readiness(template, ctx.address, &ports, exec);
+    let exec = |argv: &[String]| instance_command(ctx, place, inst, &ports, argv);
+    let (check, timeout) = probe::readiness(template, place.address, &ports, exec);
     let probe_timing = |p: Option<&crate::api::Probe>| {
         p.map_or((Duration::from_secs(5), 3, Duration::ZERO), |p| {
             (
@@ -356,7 +571,7 @@ async fn watch_running(
     let (period, threshold, delay) = probe_timing(template.readiness_probe.as_ref());
     let liveness = template.liveness_probe.as_ref().map(|p| {
         (
-            probe::check_for(p, ctx.address, &ports, exec),
+            probe::check_for(p, place.address, &ports, exec),
             probe_timing(Some(p)),
         )
     });

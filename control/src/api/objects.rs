@@ -36,6 +36,9 @@ pub struct AppSpec {
     /// Node labels an instance's node must carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Node taints the instances tolerate, as Kubernetes' pod tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
     /// Higher-priority instances are placed first and may preempt lower ones when the cluster
     /// is full (Kubernetes' default is 0).
     #[serde(default)]
@@ -414,6 +417,10 @@ pub struct ServiceSpec {
     /// No virtual IP: DNS answers the instance addresses.
     #[serde(default)]
     pub headless: bool,
+    /// A virtual IP the user asks for, inside the server's service range and not taken (as
+    /// Kubernetes' `spec.clusterIP`); without one, control allocates the next free address.
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<IpAddr>,
     /// How the proxy picks an instance for each request or connection.
     #[serde(default)]
     pub lb_policy: LbPolicy,
@@ -466,6 +473,10 @@ pub struct ServicePort {
     /// `tcp` (default) or `udp`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// What the port speaks, as Kubernetes' `appProtocol`: `http` makes the node proxy
+    /// balance each request on the VIP (L7), `tcp` each connection (L4). Default: `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
 }
 
 impl ServicePort {
@@ -482,6 +493,9 @@ pub struct ServiceStatus {
     /// The virtual IP, when one was allocated (not in unprivileged `berth dev`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<IpAddr>,
+    /// Why no virtual IP was allocated (the requested one is taken, the range is full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,6 +522,38 @@ pub struct RouteSpec {
     pub tls: Option<RouteTls>,
     /// Path rules; the longest matching prefix wins.
     pub rules: Vec<RouteRule>,
+    /// Sticky sessions: a client keeps the instance it was first sent to, through a signed
+    /// cookie, until that instance goes away (then another is chosen and the cookie re-issued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<RouteSticky>,
+}
+
+/// Cookie affinity of a route (applies to the service ports its rules send to).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSticky {
+    /// Cookie name.
+    #[serde(default = "default_sticky_cookie")]
+    pub cookie: String,
+    /// Cookie path.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Cookie lifetime in seconds.
+    #[serde(default = "default_sticky_ttl")]
+    pub ttl_seconds: u64,
+    /// A secret whose `key` signs the cookies, so that every node's ingress honours them. It
+    /// must be readable by agents: type `tls`, or labelled `berth.io/data-plane: "true"`.
+    /// Without one, each node signs with its own random key (cookies hold on one node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn default_sticky_cookie() -> String {
+    "berth-sticky".to_owned()
+}
+
+fn default_sticky_ttl() -> u64 {
+    3600
 }
 
 /// TLS of a route.
@@ -529,6 +575,13 @@ pub struct RouteRule {
     pub service: String,
     /// Name of the service port.
     pub port: String,
+    /// Time for the whole request, in milliseconds (0: none); default the proxy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retries of failed requests (connect failures always; resets and 5xx of idempotent
+    /// methods), within the proxy's retry budget; default the proxy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,6 +618,103 @@ pub struct NodeSpec {
     /// Port on `address` where the agent serves instance logs to the API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_port: Option<u16>,
+    /// The node's instance subnet (CIDR, e.g. `10.244.1.0/24`), as Kubernetes' `podCIDR`:
+    /// allocated by control from the cluster CIDR when empty, or set by an admin. A PUT that
+    /// leaves it empty (an agent registering again) keeps the one allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_subnet: Option<String>,
+    /// Marks that repel instances which do not tolerate them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
+/// A mark on a node that repels instances not tolerating it, as in Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taint {
+    /// A label key (`dedicated`, `example.com/gpu`).
+    pub key: String,
+    /// May be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// What it does to instances that do not tolerate it.
+    pub effect: TaintEffect,
+}
+
+impl std::fmt::Display for Taint {
+    /// `key=value:Effect`, as kubectl writes taints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)?;
+        if !self.value.is_empty() {
+            write!(f, "={}", self.value)?;
+        }
+        write!(f, ":{}", self.effect.as_str())
+    }
+}
+
+/// What a taint does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaintEffect {
+    /// No new instance that does not tolerate it is placed on the node.
+    NoSchedule,
+    /// The scheduler avoids the node when another fits.
+    PreferNoSchedule,
+    /// As `NoSchedule`, and instances already there that do not tolerate it are stopped and
+    /// replaced elsewhere.
+    NoExecute,
+}
+
+impl TaintEffect {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// How a toleration compares a taint's value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TolerationOperator {
+    /// The value must be equal (default).
+    #[default]
+    Equal,
+    /// Any value; with no key, every taint.
+    Exists,
+}
+
+/// Lets an app's instances onto nodes with matching taints (Kubernetes' toleration, without
+/// `tolerationSeconds`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// The taint key; empty (with `Exists`) matches every key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    /// The value for `Equal`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// Only taints with this effect; all effects when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    /// Whether this toleration covers `taint`.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if self.effect.is_some_and(|e| e != taint.effect) {
+            return false;
+        }
+        match self.operator {
+            TolerationOperator::Exists => self.key.is_empty() || self.key == taint.key,
+            TolerationOperator::Equal => self.key == taint.key && self.value == taint.value,
+        }
+    }
 }
 
 /// A node's condition: its agent's heartbeats, judged by the node controller.
@@ -583,6 +733,10 @@ pub struct NodeStatus {
     /// Why it is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the node has no usable pod subnet (control's node IPAM: the cluster CIDR is full,
+    /// or its subnet overlaps another node's). Kept across the agent's status reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_subnet_error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

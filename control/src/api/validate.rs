@@ -76,6 +76,87 @@ fn is_host_name(s: &str) -> bool {
         })
 }
 
+/// Whether `s` is a Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a
+/// name of at most 63 letters, digits, `-`, `_` and `.` that starts and ends alphanumeric.
+pub fn is_label_key(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns_label));
+    name_ok && prefix_ok
+}
+
+/// Whether `s` is a label value: empty, or at most 63 letters, digits, `-`, `_` and `.`,
+/// starting and ending alphanumeric.
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
+}
+
+const LABEL_KEY: &str = "must be a label key: an optional DNS prefix and '/', then at most 63 \
+                         letters, digits, '-', '_' and '.', starting and ending alphanumeric";
+const LABEL_VALUE: &str = "must be empty or at most 63 letters, digits, '-', '_' and '.', \
+                           starting and ending alphanumeric";
+
+/// Checks a node as an agent or admin PUTs it: its pod subnet and taints.
+pub fn validate_node(node: &super::Node) -> Result<(), Vec<FieldError>> {
+    let mut e = Errors(Vec::new());
+    if let Some(s) = &node.spec.pod_subnet {
+        match s.parse::<ipnet::IpNet>() {
+            Err(_) => e.push(
+                "spec.podSubnet",
+                format!("{s:?} is not a CIDR such as 10.244.1.0/24"),
+            ),
+            Ok(n) if n.trunc() != n => e.push(
+                "spec.podSubnet",
+                format!("{s}: host bits are set (did you mean {}?)", n.trunc()),
+            ),
+            Ok(n) if n.prefix_len() + 1 >= n.max_prefix_len() => e.push(
+                "spec.podSubnet",
+                format!("{s} is too small for a gateway and an instance"),
+            ),
+            Ok(_) => {}
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in node.spec.taints.iter().enumerate() {
+        let path = format!("spec.taints[{i}]");
+        e.check(
+            is_label_key(&t.key),
+            format!("{path}.key"),
+            format!("{:?} {LABEL_KEY}", t.key),
+        );
+        e.check(
+            is_label_value(&t.value),
+            format!("{path}.value"),
+            format!("{:?} {LABEL_VALUE}", t.value),
+        );
+        e.check(
+            seen.insert((t.key.as_str(), t.effect)),
+            path.clone(),
+            format!(
+                "duplicate taint {:?} with effect {}",
+                t.key,
+                t.effect.as_str()
+            ),
+        );
+    }
+    if e.0.is_empty() { Ok(()) } else { Err(e.0) }
+}
+
 /// Checks an object as a user declared it.
 pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
     let mut e = Errors(Vec::new());
@@ -154,6 +235,31 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                     );
                 }
             }
+            for (i, t) in s.tolerations.iter().enumerate() {
+                let path = format!("spec.tolerations[{i}]");
+                match t.operator {
+                    super::TolerationOperator::Exists => e.check(
+                        t.value.is_empty(),
+                        format!("{path}.value"),
+                        "must be empty with operator Exists",
+                    ),
+                    super::TolerationOperator::Equal => e.check(
+                        !t.key.is_empty(),
+                        format!("{path}.key"),
+                        "an empty key (every taint) needs operator Exists",
+                    ),
+                }
+                e.check(
+                    t.key.is_empty() || is_label_key(&t.key),
+                    format!("{path}.key"),
+                    format!("{:?} {LABEL_KEY}", t.key),
+                );
+                e.check(
+                    is_label_value(&t.value),
+                    format!("{path}.value"),
+                    format!("{:?} {LABEL_VALUE}", t.value),
+                );
+            }
             let u = &s.update_strategy;
             e.check(
                 u.max_surge > 0 || u.max_unavailable > 0,
@@ -222,6 +328,11 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                 label_error(&format!("{:?}", s.app)),
             );
             e.check(!s.ports.is_empty(), "spec.ports", "a service needs a port");
+            e.check(
+                !(s.headless && s.cluster_ip.is_some()),
+                "spec.clusterIP",
+                "a headless service has no VIP",
+            );
             let mut names = HashSet::new();
             for (i, p) in s.ports.iter().enumerate() {
                 e.check(
@@ -244,6 +355,18 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                     format!("spec.ports[{i}].targetPort"),
                     format!("{:?} must name an app port", p.target()),
                 );
+                if let Some(proto) = &p.app_protocol {
+                    e.check(
+                        matches!(proto.as_str(), "http" | "tcp"),
+                        format!("spec.ports[{i}].appProtocol"),
+                        format!("{proto:?} must be http or tcp"),
+                    );
+                    e.check(
+                        !(proto == "http" && p.protocol == super::Protocol::Udp),
+                        format!("spec.ports[{i}].appProtocol"),
+                        "http needs protocol tcp",
+                    );
+                }
             }
         }
         Object::Route(route) => {
@@ -280,6 +403,48 @@ pub fn validate(obj: &Object) -> Result<(), Vec<FieldError>> {
                     format!("spec.rules[{i}].port"),
                     format!("{:?} must name a service port", r.port),
                 );
+                if let Some(t) = r.timeout_ms {
+                    e.check(
+                        t <= 3_600_000,
+                        format!("spec.rules[{i}].timeoutMs"),
+                        "at most 3600000 (one hour)",
+                    );
+                }
+                if let Some(n) = r.retries {
+                    e.check(n <= 10, format!("spec.rules[{i}].retries"), "at most 10");
+                }
+            }
+            if let Some(st) = &s.sticky {
+                e.check(
+                    !st.cookie.is_empty()
+                        && st.cookie.len() <= 64
+                        && st
+                            .cookie
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+                    "spec.sticky.cookie",
+                    format!(
+                        "{:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+                        st.cookie
+                    ),
+                );
+                e.check(
+                    st.path.starts_with('/'),
+                    "spec.sticky.path",
+                    format!("{:?} must start with '/'", st.path),
+                );
+                e.check(
+                    (1..=31_536_000).contains(&st.ttl_seconds),
+                    "spec.sticky.ttlSeconds",
+                    "between 1 and 31536000 (a year)",
+                );
+                if let Some(secret) = &st.secret {
+                    e.check(
+                        is_dns_label(secret),
+                        "spec.sticky.secret",
+                        label_error(&format!("{secret:?}")),
+                    );
+                }
             }
         }
         Object::Secret(secret) => {
@@ -377,5 +542,104 @@ mod tests {
         assert!(!is_port_name("8080"));
         assert!(is_host_name("*.example.com"));
         assert!(!is_host_name("a..b"));
+    }
+
+    #[test]
+    fn label_keys() {
+        assert!(is_label_key("dedicated"));
+        assert!(is_label_key("example.com/gpu"));
+        assert!(is_label_key("node.berth.io/maintenance"));
+        assert!(!is_label_key(""));
+        assert!(!is_label_key("-x"));
+        assert!(!is_label_key("a/"));
+        assert!(!is_label_key("/a"));
+        assert!(!is_label_key("Example.com/a"));
+        assert!(!is_label_key(&"a".repeat(64)));
+        assert!(is_label_value("") && is_label_value("gpu-1"));
+        assert!(!is_label_value("a b"));
+    }
+
+    fn errors(v: serde_json::Value) -> Vec<String> {
+        let o: Object = serde_json::from_value(v).unwrap();
+        match validate(&o) {
+            Ok(()) => vec![],
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn tolerations_are_checked() {
+        let app = |tolerations: serde_json::Value| {
+            serde_json::json!({"kind": "App", "metadata": {"name": "a"},
+                "spec": {"template": {"command": "x"}, "tolerations": tolerations}})
+        };
+        assert!(
+            errors(app(serde_json::json!([
+                {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                {"key": "spot", "operator": "Exists"},
+                {"operator": "Exists"}
+            ])))
+            .is_empty()
+        );
+        assert_eq!(
+            errors(app(serde_json::json!([
+                {"value": "gpu"},
+                {"key": "spot", "operator": "Exists", "value": "x"},
+                {"key": "-bad", "operator": "Exists"}
+            ]))),
+            [
+                "spec.tolerations[0].key: an empty key (every taint) needs operator Exists",
+                "spec.tolerations[1].value: must be empty with operator Exists",
+                "spec.tolerations[2].key: \"-bad\" must be a label key: an optional DNS prefix \
+                 and '/', then at most 63 letters, digits, '-', '_' and '.', starting and ending \
+                 alphanumeric",
+            ]
+        );
+    }
+
+    #[test]
+    fn service_vip_fields_are_checked() {
+        let svc = |spec: serde_json::Value| serde_json::json!({"kind": "Service", "metadata": {"name": "s"}, "spec": spec});
+        assert_eq!(
+            errors(svc(
+                serde_json::json!({"app": "a", "headless": true, "clusterIP": "10.96.0.9",
+                "ports": [{"name": "dns", "port": 53, "protocol": "udp", "appProtocol": "http"},
+                          {"name": "web", "port": 80, "appProtocol": "grpc"}]})
+            )),
+            [
+                "spec.clusterIP: a headless service has no VIP",
+                "spec.ports[0].appProtocol: http needs protocol tcp",
+                "spec.ports[1].appProtocol: \"grpc\" must be http or tcp",
+            ]
+        );
+    }
+
+    #[test]
+    fn nodes_are_checked() {
+        let node = |spec: serde_json::Value| -> Vec<String> {
+            let mut full = serde_json::json!({"address": "10.0.0.1", "cpuMillis": 1000,
+                "memoryBytes": 1, "maxInstances": 1});
+            full.as_object_mut()
+                .unwrap()
+                .extend(spec.as_object().unwrap().clone());
+            let n: super::super::Node = serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "n"}, "spec": full}),
+            )
+            .unwrap();
+            match validate_node(&n) {
+                Ok(()) => vec![],
+                Err(e) => e.iter().map(ToString::to_string).collect(),
+            }
+        };
+        assert!(node(serde_json::json!({"podSubnet": "fd00:10:244:1::/64"})).is_empty());
+        assert_eq!(
+            node(serde_json::json!({"podSubnet": "10.244.1.0/32",
+                "taints": [{"key": "a", "value": "b c", "effect": "NoExecute"}]})),
+            [
+                "spec.podSubnet: 10.244.1.0/32 is too small for a gateway and an instance",
+                "spec.taints[0].value: \"b c\" must be empty or at most 63 letters, digits, '-', \
+                 '_' and '.', starting and ending alphanumeric",
+            ]
+        );
     }
 }

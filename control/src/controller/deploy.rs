@@ -66,23 +66,39 @@ fn track_revision(app: &App, status: &mut AppStatus, now: u64) {
 
 /// Brings every app to its replicas of its current revision.
 pub fn reconcile_apps(world: &mut World, new_name: &mut dyn FnMut(&str) -> String) {
-    let apps: Vec<App> = world
-        .of(Kind::App)
-        .filter_map(|o| match o {
-            Object::App(a) => Some(a.clone()),
+    // Shared, not copied: the world changes under these while the loop runs.
+    let app_objects: Vec<std::sync::Arc<Object>> = world.of_shared(Kind::App).cloned().collect();
+    let apps: Vec<&App> = app_objects
+        .iter()
+        .filter_map(|o| match &**o {
+            Object::App(a) => Some(a),
             _ => None,
         })
         .collect();
-    let instances: Vec<Instance> = world
-        .of(Kind::Instance)
-        .filter_map(|o| match o {
-            Object::Instance(i) => Some(i.clone()),
+    let instance_objects: Vec<std::sync::Arc<Object>> =
+        world.of_shared(Kind::Instance).cloned().collect();
+    let instances: Vec<&Instance> = instance_objects
+        .iter()
+        .filter_map(|o| match &**o {
+            Object::Instance(i) => Some(i),
             _ => None,
         })
         .collect();
 
-    for app in &apps {
-        reconcile_app(world, app, &instances, new_name);
+    // Each app's instances, found once: a pass stays linear in the number of instances.
+    let mut by_app: std::collections::HashMap<(&str, &str), Vec<&Instance>> =
+        std::collections::HashMap::new();
+    for i in instances.iter().copied() {
+        by_app
+            .entry((i.metadata.namespace.as_str(), i.spec.app.as_str()))
+            .or_default()
+            .push(i);
+    }
+    for app in apps.iter().copied() {
+        let mine = by_app
+            .get(&(app.metadata.namespace.as_str(), app.metadata.name.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        reconcile_app(world, app, mine, new_name);
     }
 
     for i in &instances {
@@ -104,7 +120,7 @@ fn instance_key(i: &Instance) -> String {
 fn reconcile_app(
     world: &mut World,
     app: &App,
-    instances: &[Instance],
+    instances: &[&Instance],
     new_name: &mut dyn FnMut(&str) -> String,
 ) {
     let now = world.now;
@@ -120,6 +136,7 @@ fn reconcile_app(
 
     let live: Vec<&Instance> = instances
         .iter()
+        .copied()
         .filter(|i| &i.metadata.namespace == ns && i.spec.app == app.metadata.name && !i.spec.stop)
         .collect();
     let (mut new, mut old): (Vec<&Instance>, Vec<&Instance>) =

@@ -10,23 +10,38 @@ use super::World;
 /// that control wants stopped leaves its endpoints at once, before its agent signals it.
 pub fn reconcile_endpoints(world: &mut World) {
     let mut wanted: BTreeMap<String, Endpoints> = BTreeMap::new();
+    // Ready instances by (namespace, app), and node readiness, found once per pass.
+    let mut ready_nodes: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+    let mut by_app: std::collections::HashMap<(&str, &str), Vec<&crate::api::Instance>> =
+        std::collections::HashMap::new();
+    for o in world.of(Kind::Instance) {
+        let Object::Instance(i) = o else { continue };
+        if i.spec.stop || i.status.state != InstanceState::Ready {
+            continue;
+        }
+        // A node that stopped reporting may be gone with its instances.
+        let Some(node) = i.spec.node.as_deref() else {
+            continue;
+        };
+        if !*ready_nodes
+            .entry(node)
+            .or_insert_with(|| super::node_ready(world, node))
+        {
+            continue;
+        }
+        by_app
+            .entry((i.metadata.namespace.as_str(), i.spec.app.as_str()))
+            .or_default()
+            .push(i);
+    }
     for o in world.of(Kind::Service) {
         let Object::Service(svc) = o else { continue };
         let ns = &svc.metadata.namespace;
-        let mut addresses: Vec<EndpointAddress> = world
-            .of(Kind::Instance)
-            .filter_map(|o| match o {
-                Object::Instance(i) => Some(i),
-                _ => None,
-            })
-            .filter(|i| {
-                &i.metadata.namespace == ns
-                    && i.spec.app == svc.spec.app
-                    && !i.spec.stop
-                    && i.status.state == InstanceState::Ready
-                    // A node that stopped reporting may be gone with its instances.
-                    && i.spec.node.as_deref().is_some_and(|n| super::node_ready(world, n))
-            })
+        let mut addresses: Vec<EndpointAddress> = by_app
+            .get(&(ns.as_str(), svc.spec.app.as_str()))
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .copied()
             .filter_map(|i| {
                 let ports = svc
                     .spec

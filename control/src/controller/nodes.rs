@@ -1,8 +1,12 @@
 //! Nodes: a node whose heartbeats stop is marked not ready (its instances leave endpoints at
 //! once, by the endpoints reconciler); after the eviction grace its instances are given up and
-//! replaced elsewhere, as kube-controller-manager's node lifecycle controller does.
+//! replaced elsewhere, as kube-controller-manager's node lifecycle controller does. Instances on
+//! a node with a `NoExecute` taint they do not tolerate are stopped (drained like any stop) and
+//! replaced, as Kubernetes' taint manager evicts them.
 
-use crate::api::{Kind, Object};
+use std::collections::BTreeMap;
+
+use crate::api::{Kind, Object, Taint, TaintEffect};
 
 use super::World;
 
@@ -29,8 +33,66 @@ pub fn node_ready(world: &World, name: &str) -> bool {
     matches!(world.get(&crate::api::key(Kind::Node, "", name)), Some(Object::Node(n)) if n.status.ready)
 }
 
-/// Expires leases and evicts the instances of nodes gone for longer than the grace.
+/// Stops instances on nodes with a `NoExecute` taint that their app does not tolerate.
+fn evict_untolerated(world: &mut World) {
+    let no_execute: BTreeMap<String, Vec<Taint>> = world
+        .of(Kind::Node)
+        .filter_map(|o| match o {
+            Object::Node(n) => {
+                let t: Vec<Taint> = n
+                    .spec
+                    .taints
+                    .iter()
+                    .filter(|t| t.effect == TaintEffect::NoExecute)
+                    .cloned()
+                    .collect();
+                (!t.is_empty()).then(|| (n.metadata.name.clone(), t))
+            }
+            _ => None,
+        })
+        .collect();
+    if no_execute.is_empty() {
+        return;
+    }
+    let mut doomed = Vec::new();
+    for o in world.of(Kind::Instance) {
+        let Object::Instance(i) = o else { continue };
+        let Some(taints) = i.spec.node.as_ref().and_then(|n| no_execute.get(n)) else {
+            continue;
+        };
+        if i.spec.stop {
+            continue;
+        }
+        let app = crate::api::key(Kind::App, &i.metadata.namespace, &i.spec.app);
+        let tolerations = match world.get(&app) {
+            Some(Object::App(a)) => a.spec.tolerations.as_slice(),
+            _ => &[],
+        };
+        if let Some(t) = taints
+            .iter()
+            .find(|t| !tolerations.iter().any(|x| x.tolerates(t)))
+        {
+            doomed.push((o.key(), t.clone()));
+        }
+    }
+    for (key, taint) in doomed {
+        world.update(&key, |o| {
+            let Object::Instance(i) = o else { return false };
+            tracing::info!(instance = %key, %taint, "evicted: NoExecute taint not tolerated");
+            i.spec.stop = true;
+            i.status.message = Some(format!(
+                "evicted: node {} has the taint {taint}, which the app does not tolerate",
+                i.spec.node.as_deref().unwrap_or("")
+            ));
+            true
+        });
+    }
+}
+
+/// Expires leases, evicts the instances of nodes gone for longer than the grace, and those
+/// that do not tolerate a `NoExecute` taint of their node.
 pub fn reconcile_nodes(world: &mut World) {
+    evict_untolerated(world);
     let now = world.now;
     let policy = world.node_policy;
     let mut evicted = Vec::new();

@@ -5,8 +5,8 @@ use berth_scheduler::{
 };
 
 use crate::api::{
-    Instance, InstanceState, Kind, Object, PlacementConstraint, PlacementStrategy, parse_cpu,
-    parse_memory,
+    Instance, InstanceState, Kind, Object, PlacementConstraint, PlacementStrategy, TaintEffect,
+    TolerationOperator, parse_cpu, parse_memory,
 };
 
 use super::World;
@@ -31,6 +31,43 @@ fn topology(t: &str) -> Topology {
     } else {
         Topology::Label(t.to_owned())
     }
+}
+
+fn effect(e: TaintEffect) -> berth_scheduler::Effect {
+    match e {
+        TaintEffect::NoSchedule => berth_scheduler::Effect::NoSchedule,
+        TaintEffect::PreferNoSchedule => berth_scheduler::Effect::PreferNoSchedule,
+        TaintEffect::NoExecute => berth_scheduler::Effect::NoExecute,
+    }
+}
+
+/// A node's taints as the scheduler takes them.
+fn taints(n: &crate::api::Node) -> Vec<berth_scheduler::Taint> {
+    n.spec
+        .taints
+        .iter()
+        .map(|t| berth_scheduler::Taint {
+            key: t.key.clone(),
+            value: t.value.clone(),
+            effect: effect(t.effect),
+        })
+        .collect()
+}
+
+/// An app's tolerations as the scheduler takes them.
+fn tolerations(ts: &[crate::api::Toleration]) -> Vec<berth_scheduler::Toleration> {
+    ts.iter()
+        .map(|t| berth_scheduler::Toleration {
+            key: (!t.key.is_empty()).then(|| t.key.clone()),
+            operator: match t.operator {
+                TolerationOperator::Exists => berth_scheduler::TolerationOperator::Exists,
+                TolerationOperator::Equal => {
+                    berth_scheduler::TolerationOperator::Equal(t.value.clone())
+                }
+            },
+            effect: t.effect.map(effect),
+        })
+        .collect()
 }
 
 fn mode(required: bool, weight: u32) -> Mode {
@@ -101,6 +138,9 @@ fn request(world: &World, key: &str, i: &Instance) -> Request {
         node_selector: app
             .map(|a| a.spec.node_selector.clone())
             .unwrap_or_default(),
+        tolerations: app
+            .map(|a| tolerations(&a.spec.tolerations))
+            .unwrap_or_default(),
         constraints,
         strategy: match app.map(|a| a.spec.strategy) {
             Some(PlacementStrategy::BinPack) => Strategy::BinPack,
@@ -123,6 +163,7 @@ pub fn reconcile_scheduling(world: &mut World) {
                 },
                 max_instances: n.spec.max_instances,
                 labels: n.metadata.labels.clone(),
+                taints: taints(n),
                 schedulable: n.status.ready && !n.spec.unschedulable,
                 ..Default::default()
             });

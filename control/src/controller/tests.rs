@@ -13,6 +13,7 @@ fn app(replicas: u32) -> Object {
             replicas,
             strategy: PlacementStrategy::Spread,
             node_selector: BTreeMap::new(),
+            tolerations: vec![],
             priority: 0,
             constraints: vec![],
             update_strategy: UpdateStrategy::default(),
@@ -46,12 +47,15 @@ fn node(name: &str) -> Object {
             max_instances: 110,
             unschedulable: false,
             log_port: None,
+            pod_subnet: None,
+            taints: vec![],
         },
         status: NodeStatus {
             ready: true,
             heartbeat_at: 0,
             since: 0,
             message: None,
+            pod_subnet_error: None,
         },
     })
 }
@@ -66,8 +70,10 @@ fn service() -> Object {
                 port: 80,
                 target_port: Some("web".into()),
                 protocol: Protocol::Tcp,
+                app_protocol: None,
             }],
             headless: false,
+            cluster_ip: None,
             lb_policy: LbPolicy::RoundRobin,
             session_affinity: SessionAffinity::None,
         },
@@ -95,13 +101,17 @@ fn instances(w: &World) -> Vec<Instance> {
 /// Runs passes until nothing changes, as the store-driven loop does; panics if it never settles.
 fn settle(w: &mut World, names: &mut dyn FnMut(&str) -> String) {
     for _ in 0..10 {
-        let mut next = World::new(w.objects.values().cloned());
+        let mut next = World::shared(w.objects.values().cloned());
         next.now = w.now;
+        next.node_policy = w.node_policy;
+        next.network = w.network.clone();
         reconcile(&mut next, names);
         let changed = next.dirty.len();
-        let now = w.now;
-        *w = World::new(next.objects.into_values());
+        let (now, policy, network) = (w.now, w.node_policy, w.network.clone());
+        *w = World::shared(next.objects.into_values());
         w.now = now;
+        w.node_policy = policy;
+        w.network = network;
         if changed == 0 {
             return;
         }
@@ -233,14 +243,14 @@ fn store_pass_skips_objects_changed_since_read() {
             Ok(())
         })
         .unwrap();
-    while pass(&store, NodePolicy::default()).unwrap() > 0 {}
+    while pass(&store, &Config::default()).unwrap() > 0 {}
     let (inst, _) = store.list(Kind::Instance, Some("default"));
     assert_eq!(inst.len(), 2);
     assert!(
         inst.iter()
             .all(|o| matches!(&**o, Object::Instance(i) if i.spec.node.is_some()))
     );
-    assert_eq!(pass(&store, NodePolicy::default()).unwrap(), 0, "converged");
+    assert_eq!(pass(&store, &Config::default()).unwrap(), 0, "converged");
 }
 
 /// What `berth apply` does: the new spec, the stored status kept.
@@ -525,4 +535,536 @@ fn higher_priority_preempts_lower() {
         .filter(|i| i.spec.app == "batch" && i.spec.stop)
         .collect();
     assert_eq!(stopped.len(), 1, "one victim is enough");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node subnets, service VIPs, taints
+
+fn network(cluster: Option<&str>, services: Option<&str>) -> Network {
+    Network::new(
+        cluster.map(|c| c.parse().unwrap()),
+        None,
+        services.map(|c| c.parse().unwrap()),
+    )
+    .unwrap()
+}
+
+/// A node as created at store revision `created` (older nodes win address conflicts).
+fn node_at(name: &str, created: u64, subnet: Option<&str>) -> Object {
+    let mut o = node(name);
+    if let Object::Node(n) = &mut o {
+        n.metadata.created_revision = created;
+        n.spec.pod_subnet = subnet.map(str::to_owned);
+    }
+    o
+}
+
+fn node_of<'a>(w: &'a World, name: &str) -> &'a Node {
+    match w.get(&key(Kind::Node, "", name)) {
+        Some(Object::Node(n)) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn subnet(w: &World, name: &str) -> Option<String> {
+    node_of(w, name).spec.pod_subnet.clone()
+}
+
+#[test]
+fn nodes_get_the_lowest_free_subnet_and_keep_it() {
+    let mut names = names();
+    let mut w = World::new([
+        node_at("c", 3, None),
+        node_at("a", 1, None),
+        // Set by an admin: kept, and never handed to another node.
+        node_at("b", 2, Some("10.244.0.0/24")),
+    ]);
+    w.network = network(Some("10.244.0.0/16"), None);
+    settle(&mut w, &mut names);
+    assert_eq!(subnet(&w, "b").as_deref(), Some("10.244.0.0/24"));
+    // Oldest first.
+    assert_eq!(subnet(&w, "a").as_deref(), Some("10.244.1.0/24"));
+    assert_eq!(subnet(&w, "c").as_deref(), Some("10.244.2.0/24"));
+    // Deleting a node frees its subnet: the next node gets the lowest free one.
+    w.delete("nodes//a");
+    w.put(node_at("d", 4, None));
+    settle(&mut w, &mut names);
+    assert_eq!(subnet(&w, "d").as_deref(), Some("10.244.1.0/24"));
+    assert_eq!(subnet(&w, "c").as_deref(), Some("10.244.2.0/24"), "kept");
+    assert!(
+        w.of(Kind::Node)
+            .all(|o| matches!(o, Object::Node(n) if n.status.pod_subnet_error.is_none()))
+    );
+}
+
+#[test]
+fn subnet_conflicts_and_a_full_cluster_cidr_are_reported() {
+    let mut names = names();
+    let mut w = World::new([
+        node_at("old", 1, Some("10.0.0.0/30")),
+        // Two writes raced past the API's overlap check: the older node keeps the address.
+        node_at("new", 2, Some("10.0.0.0/31")),
+        node_at("late", 3, None),
+        node_at("later", 4, None),
+    ]);
+    w.network = Network::new(Some("10.0.0.0/29".parse().unwrap()), Some(30), None).unwrap();
+    settle(&mut w, &mut names);
+    assert_eq!(node_of(&w, "old").status.pod_subnet_error, None);
+    let why = node_of(&w, "new").status.pod_subnet_error.clone().unwrap();
+    assert!(why.contains("overlaps 10.0.0.0/30 of node old"), "{why}");
+    assert_eq!(
+        subnet(&w, "new").as_deref(),
+        Some("10.0.0.0/31"),
+        "left to the admin"
+    );
+    // The conflicting claim holds nothing: the next node gets the other /30, the last none.
+    assert_eq!(subnet(&w, "late").as_deref(), Some("10.0.0.4/30"));
+    assert_eq!(subnet(&w, "later"), None);
+    let why = node_of(&w, "later")
+        .status
+        .pod_subnet_error
+        .clone()
+        .unwrap();
+    assert!(
+        why.contains("no free /30 left in the cluster CIDR 10.0.0.0/29"),
+        "{why}"
+    );
+    // Resolving the conflict clears the condition; freeing a subnet serves the waiting node.
+    w.delete("nodes//new");
+    w.delete("nodes//late");
+    settle(&mut w, &mut names);
+    assert_eq!(subnet(&w, "later").as_deref(), Some("10.0.0.4/30"));
+    assert_eq!(node_of(&w, "later").status.pod_subnet_error, None);
+}
+
+#[test]
+fn without_a_cluster_cidr_nodes_get_no_subnet() {
+    let mut names = names();
+    let mut w = World::new([node_at("a", 1, None)]);
+    settle(&mut w, &mut names);
+    assert_eq!(subnet(&w, "a"), None);
+    assert_eq!(node_of(&w, "a").status.pod_subnet_error, None);
+}
+
+fn service_named(name: &str, cluster_ip: Option<&str>, headless: bool) -> Object {
+    let mut o = service();
+    if let Object::Service(s) = &mut o {
+        s.metadata.name = name.into();
+        s.spec.cluster_ip = cluster_ip.map(|c| c.parse().unwrap());
+        s.spec.headless = headless;
+    }
+    o
+}
+
+fn svc<'a>(w: &'a World, name: &str) -> &'a ServiceStatus {
+    match w.get(&key(Kind::Service, "default", name)) {
+        Some(Object::Service(s)) => &s.status,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn vip(w: &World, name: &str) -> Option<String> {
+    svc(w, name).vip.map(|v| v.to_string())
+}
+
+#[test]
+fn services_get_vips_requested_ones_first_and_keep_them() {
+    let mut names = names();
+    let mut w = World::new([
+        service_named("a", None, false),
+        // Asks for the address "a" would otherwise get: requests are served first.
+        service_named("b", Some("10.96.0.2"), false),
+        service_named("c", None, false),
+        service_named("h", None, true),
+    ]);
+    w.network = network(None, Some("10.96.0.0/29"));
+    settle(&mut w, &mut names);
+    assert_eq!(vip(&w, "b").as_deref(), Some("10.96.0.2"));
+    assert_eq!(vip(&w, "a").as_deref(), Some("10.96.0.3"));
+    assert_eq!(vip(&w, "c").as_deref(), Some("10.96.0.4"));
+    assert_eq!(vip(&w, "h"), None, "headless");
+
+    // Updates keep the VIP; deletion frees it; a service turning headless releases its own.
+    w.update("services/default/a", |o| {
+        let Object::Service(s) = o else { return false };
+        s.spec.ports[0].port = 8080;
+        true
+    });
+    w.delete("services/default/c");
+    w.update("services/default/b", |o| {
+        let Object::Service(s) = o else { return false };
+        s.spec.headless = true;
+        s.spec.cluster_ip = None;
+        true
+    });
+    w.put(service_named("d", None, false));
+    settle(&mut w, &mut names);
+    assert_eq!(vip(&w, "a").as_deref(), Some("10.96.0.3"));
+    assert_eq!(vip(&w, "b"), None);
+    assert_eq!(
+        vip(&w, "d").as_deref(),
+        Some("10.96.0.2"),
+        "lowest free again"
+    );
+
+    // Full: .0 network, .1 reserved, .7 broadcast; .2 to .6 usable.
+    for n in ["e", "f", "g", "x"] {
+        w.put(service_named(n, None, false));
+    }
+    settle(&mut w, &mut names);
+    let got: Vec<Option<String>> = ["e", "f", "g"].iter().map(|n| vip(&w, n)).collect();
+    assert_eq!(
+        got,
+        [
+            Some("10.96.0.4".into()),
+            Some("10.96.0.5".into()),
+            Some("10.96.0.6".into())
+        ]
+    );
+    assert_eq!(vip(&w, "x"), None);
+    let why = svc(&w, "x").message.clone().unwrap();
+    assert!(
+        why.contains("the service range 10.96.0.0/29 is full"),
+        "{why}"
+    );
+    // Once one is freed, the waiting service gets it and its message goes.
+    w.delete("services/default/e");
+    settle(&mut w, &mut names);
+    assert_eq!(vip(&w, "x").as_deref(), Some("10.96.0.4"));
+    assert_eq!(svc(&w, "x").message, None);
+}
+
+#[test]
+fn bad_or_taken_cluster_ips_are_refused_and_duplicates_repaired() {
+    let mut names = names();
+    let mut a = service_named("a", None, false);
+    let mut b = service_named("b", None, false);
+    // A duplicate that no pass would write (say, restored from an old backup): the first
+    // service keeps the address, the other gets a new one.
+    for o in [&mut a, &mut b] {
+        if let Object::Service(s) = o {
+            s.status.vip = Some("10.96.0.9".parse().unwrap());
+        }
+    }
+    let mut w = World::new([
+        a,
+        b,
+        service_named("out", Some("10.97.0.5"), false),
+        service_named("rsv", Some("10.96.0.1"), false),
+        service_named("dup", Some("10.96.0.9"), false),
+    ]);
+    w.network = network(None, Some("10.96.0.0/16"));
+    settle(&mut w, &mut names);
+    assert_eq!(vip(&w, "a").as_deref(), Some("10.96.0.9"));
+    assert_eq!(vip(&w, "b").as_deref(), Some("10.96.0.2"));
+    let msg = |n: &str| svc(&w, n).message.clone().unwrap_or_default();
+    assert_eq!(vip(&w, "out"), None);
+    assert!(
+        msg("out").contains("not in the service range 10.96.0.0/16"),
+        "{}",
+        msg("out")
+    );
+    assert!(msg("rsv").contains("is reserved"), "{}", msg("rsv"));
+    assert!(
+        msg("dup").contains("already allocated to service default/a"),
+        "{}",
+        msg("dup")
+    );
+}
+
+#[test]
+fn without_a_service_range_services_get_no_vip() {
+    let mut names = names();
+    let mut w = World::new([service_named("a", None, false)]);
+    settle(&mut w, &mut names);
+    assert_eq!(vip(&w, "a"), None);
+    assert_eq!(svc(&w, "a").message, None);
+}
+
+#[test]
+fn store_pass_does_not_hand_out_an_address_taken_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.apply(vec![service_named("a", None, false)]).unwrap();
+    let config = Config {
+        network: network(Some("10.244.0.0/16"), Some("10.96.0.0/16")),
+        ..Config::default()
+    };
+    // Another writer takes the address the pass is about to give, between its read and its
+    // commit: simulated by committing the pass's own choice under another name first.
+    let mut w = World::new(
+        store
+            .list(Kind::Service, None)
+            .0
+            .iter()
+            .map(|o| (**o).clone()),
+    );
+    w.network = config.network.clone();
+    reconcile(&mut w, &mut names());
+    let mut other = service_named("z", None, false);
+    if let Object::Service(s) = &mut other {
+        s.status.vip = Some("10.96.0.2".parse().unwrap());
+    }
+    store
+        .transaction(|tx| {
+            tx.put(other);
+            let Some(Object::Service(a)) = w.get("services/default/a") else {
+                panic!()
+            };
+            assert_eq!(a.status.vip, Some("10.96.0.2".parse().unwrap()));
+            let why = super::Holders::default().conflict(tx, &Object::Service(a.clone()));
+            assert_eq!(
+                why.as_deref(),
+                Some("VIP 10.96.0.2 was taken by services/default/z meanwhile")
+            );
+            Ok(())
+        })
+        .unwrap();
+    // A real pass now sees it and gives the next one.
+    while pass(&store, &config).unwrap() > 0 {}
+    let a = store.get(Kind::Service, "default", "a").unwrap();
+    let Object::Service(a) = &*a else { panic!() };
+    assert_eq!(a.status.vip, Some("10.96.0.3".parse().unwrap()));
+}
+
+fn tainted(name: &str, taints: &[(&str, &str, TaintEffect)]) -> Object {
+    let mut o = node(name);
+    if let Object::Node(n) = &mut o {
+        n.spec.taints = taints
+            .iter()
+            .map(|(k, v, e)| Taint {
+                key: (*k).into(),
+                value: (*v).into(),
+                effect: *e,
+            })
+            .collect();
+    }
+    o
+}
+
+fn with_tolerations(mut o: Object, ts: Vec<Toleration>) -> Object {
+    if let Object::App(a) = &mut o {
+        a.spec.tolerations = ts;
+    }
+    o
+}
+
+fn placed_on(w: &World) -> Vec<Option<String>> {
+    let mut v: Vec<_> = instances(w)
+        .into_iter()
+        .filter(|i| !i.spec.stop)
+        .map(|i| i.spec.node)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn taints_repel_instances_that_do_not_tolerate_them() {
+    let mut names = names();
+    let mut w = World::new([
+        app(2),
+        tainted("gpu", &[("dedicated", "gpu", TaintEffect::NoSchedule)]),
+    ]);
+    settle(&mut w, &mut names);
+    assert_eq!(placed_on(&w), [None, None]);
+    let why = instances(&w)[0].status.message.clone().unwrap();
+    assert!(why.contains("taint"), "{why}");
+    // Tolerating it (Equal on key and value) lets them on.
+    w.put(with_tolerations(
+        app(2),
+        vec![Toleration {
+            key: "dedicated".into(),
+            operator: TolerationOperator::Equal,
+            value: "gpu".into(),
+            effect: Some(TaintEffect::NoSchedule),
+        }],
+    ));
+    settle(&mut w, &mut names);
+    assert_eq!(placed_on(&w), [Some("gpu".into()), Some("gpu".into())]);
+}
+
+#[test]
+fn prefer_no_schedule_is_only_avoided() {
+    let mut names = names();
+    let mut w = World::new([
+        app(1),
+        tainted("meh", &[("spot", "", TaintEffect::PreferNoSchedule)]),
+        node("fine"),
+    ]);
+    settle(&mut w, &mut names);
+    assert_eq!(placed_on(&w), [Some("fine".into())]);
+    // With only the tainted node left, it is used.
+    let mut w = World::new([
+        app(1),
+        tainted("meh", &[("spot", "", TaintEffect::PreferNoSchedule)]),
+    ]);
+    settle(&mut w, &mut names);
+    assert_eq!(placed_on(&w), [Some("meh".into())]);
+}
+
+#[test]
+fn no_execute_taints_evict_running_instances_that_do_not_tolerate_them() {
+    let mut names = names();
+    let mut w = World::new([app(2), node("n1"), node("n2"), service()]);
+    settle(&mut w, &mut names);
+    make_ready(&mut w, 31000);
+    settle(&mut w, &mut names);
+    assert_eq!(endpoints(&w).len(), 2);
+    w.put(tainted(
+        "n1",
+        &[("maintenance", "", TaintEffect::NoExecute)],
+    ));
+    settle(&mut w, &mut names);
+    let stopped: Vec<Instance> = instances(&w).into_iter().filter(|i| i.spec.stop).collect();
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0].spec.node.as_deref(), Some("n1"));
+    let why = stopped[0].status.message.clone().unwrap();
+    assert!(
+        why.contains("node n1 has the taint maintenance:NoExecute"),
+        "{why}"
+    );
+    assert!(
+        endpoints(&w).iter().all(|e| e.node == "n2"),
+        "the evicted instance left endpoints at once"
+    );
+    // Its replacement goes to the other node.
+    assert_eq!(placed_on(&w), [Some("n2".into()), Some("n2".into())]);
+
+    // An app tolerating every taint (empty key, Exists) stays.
+    let mut w = World::new([
+        with_tolerations(
+            app(1),
+            vec![Toleration {
+                key: String::new(),
+                operator: TolerationOperator::Exists,
+                value: String::new(),
+                effect: None,
+            }],
+        ),
+        node("n1"),
+    ]);
+    settle(&mut w, &mut names);
+    w.put(tainted(
+        "n1",
+        &[("maintenance", "", TaintEffect::NoExecute)],
+    ));
+    settle(&mut w, &mut names);
+    assert_eq!(placed_on(&w), [Some("n1".into())]);
+    assert!(instances(&w).iter().all(|i| !i.spec.stop));
+}
+
+#[test]
+fn node_selectors_see_node_labels() {
+    let mut names = names();
+    let mut ssd = node("ssd");
+    ssd.meta_mut().labels.insert("disk".into(), "ssd".into());
+    let mut a = app(2);
+    if let Object::App(a) = &mut a {
+        a.spec.node_selector.insert("disk".into(), "ssd".into());
+    }
+    let mut w = World::new([a, node("hdd"), ssd]);
+    settle(&mut w, &mut names);
+    assert_eq!(placed_on(&w), [Some("ssd".into()), Some("ssd".into())]);
+}
+
+/// One pass over 1,000 apps and services of 10 ready instances each on 3 nodes, after one
+/// instance changed: what every status write costs the control plane. Prints; run with
+/// `cargo test --release -p berth --lib -- --ignored --nocapture pass_at_scale`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn pass_at_scale() {
+    let mut objects = vec![node("n1"), node("n2"), node("n3")];
+    for a in 0..1000 {
+        let name = format!("app{a}");
+        let mut o = app(10);
+        if let Object::App(x) = &mut o {
+            x.metadata = Metadata::new("default", &name);
+            x.spec.template.resources = ResourceSpec {
+                cpu: "1m".into(),
+                memory: "1Mi".into(),
+            };
+        }
+        objects.push(o);
+        let mut s = service();
+        if let Object::Service(x) = &mut s {
+            x.metadata = Metadata::new("default", &name);
+            x.spec.app = name.clone();
+        }
+        objects.push(s);
+    }
+    let mut w = World::new(objects);
+    for n in ["n1", "n2", "n3"] {
+        w.update(&key(Kind::Node, "", n), |o| {
+            if let Object::Node(n) = o {
+                n.spec.max_instances = 100_000;
+                n.spec.cpu_millis = 1_000_000;
+                n.spec.memory_bytes = 1 << 40;
+            }
+            true
+        });
+    }
+    let mut names = names();
+    settle(&mut w, &mut names);
+    let keys: Vec<String> = w.of(Kind::Instance).map(|o| o.key()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        w.update(k, |o| {
+            if let Object::Instance(inst) = o {
+                inst.status.state = InstanceState::Ready;
+                inst.status.address = Some(IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    1,
+                    (i / 256) as u8,
+                    (i % 256) as u8,
+                )));
+                inst.status.ports = [("web".to_owned(), 8080)].into();
+            }
+            true
+        });
+    }
+    settle(&mut w, &mut names);
+    assert_eq!(w.of(Kind::Endpoints).count(), 1000);
+    let mut times = Vec::new();
+    for k in keys.iter().take(20) {
+        let started = std::time::Instant::now();
+        // As a pass gets them from the store: shared.
+        let objects: Vec<std::sync::Arc<Object>> = w.objects.values().cloned().collect();
+        let mut next = World::shared(objects);
+        next.update(k, |o| {
+            if let Object::Instance(inst) = o {
+                inst.status.state = InstanceState::Running;
+            }
+            true
+        });
+        let cloned = started.elapsed();
+        let mut t = vec![("clone", cloned)];
+        let mut last = std::time::Instant::now();
+        let mut lap = |name: &'static str, t: &mut Vec<(&'static str, std::time::Duration)>| {
+            t.push((name, last.elapsed()));
+            last = std::time::Instant::now();
+        };
+        reconcile_pod_subnets(&mut next);
+        lap("subnets", &mut t);
+        reconcile_vips(&mut next);
+        lap("vips", &mut t);
+        reconcile_nodes(&mut next);
+        lap("nodes", &mut t);
+        reconcile_apps(&mut next, &mut names);
+        lap("apps", &mut t);
+        reconcile_scheduling(&mut next);
+        lap("scheduling", &mut t);
+        reconcile_endpoints(&mut next);
+        lap("endpoints", &mut t);
+        if times.is_empty() {
+            println!("{t:?}");
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "pass with {} instances: median {:?}, max {:?}",
+        keys.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }

@@ -23,6 +23,10 @@ pub(crate) struct ApiMetrics {
     pub(crate) latency: Histogram,
     pub(crate) watches: Gauge,
     pub(crate) revision: Gauge<u64, AtomicU64>,
+    vips_allocated: Gauge<u64, AtomicU64>,
+    vips_free: Gauge<f64, AtomicU64>,
+    subnets_allocated: Gauge<u64, AtomicU64>,
+    subnets_free: Gauge<f64, AtomicU64>,
 }
 
 impl ApiMetrics {
@@ -49,13 +53,49 @@ impl ApiMetrics {
             "Revision of the last committed change",
             revision.clone(),
         );
+        let vips_allocated = Gauge::<u64, AtomicU64>::default();
+        let vips_free = Gauge::<f64, AtomicU64>::default();
+        let subnets_allocated = Gauge::<u64, AtomicU64>::default();
+        let subnets_free = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "service_vips_allocated",
+            "Services holding a VIP of the service range (--service-cidr)",
+            vips_allocated.clone(),
+        );
+        registry.register(
+            "service_vips_free",
+            "VIPs of the service range left to give",
+            vips_free.clone(),
+        );
+        registry.register(
+            "node_subnets_allocated",
+            "Node-sized subnets of the cluster CIDR (--cluster-cidr) that nodes hold",
+            subnets_allocated.clone(),
+        );
+        registry.register(
+            "node_subnets_free",
+            "Node-sized subnets of the cluster CIDR left to give",
+            subnets_free.clone(),
+        );
         ApiMetrics {
             registry,
             requests,
             latency,
             watches,
             revision,
+            vips_allocated,
+            vips_free,
+            subnets_allocated,
+            subnets_free,
         }
+    }
+
+    /// Sets the address-plan gauges.
+    pub(crate) fn set_usage(&self, u: crate::controller::network::Usage) {
+        self.vips_allocated.set(u.vips_allocated);
+        self.vips_free.set(u.vips_free);
+        self.subnets_allocated.set(u.subnets_allocated);
+        self.subnets_free.set(u.subnets_free);
     }
 
     /// The text exposition format.

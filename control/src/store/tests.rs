@@ -13,7 +13,10 @@ fn route(name: &str, host: &str) -> Object {
                 path: "/".into(),
                 service: "s".into(),
                 port: "http".into(),
+                timeout_ms: None,
+                retries: None,
             }],
+            sticky: None,
         },
     })
 }

@@ -4,6 +4,7 @@ mod affinity;
 mod auth;
 mod dev;
 mod dns_cli;
+mod fabric;
 mod nodes;
 mod observe;
 mod probes;

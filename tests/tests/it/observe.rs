@@ -56,8 +56,8 @@ fn selectors_events_metrics_and_completion() -> Result<()> {
     assert!(metrics.contains("berth_api_requests_total{"), "{metrics}");
     assert!(metrics.contains("berth_api_store_revision "), "{metrics}");
     assert!(
-        metrics.contains("berth_api_watch_streams 4"),
-        "the agent's 4 informers: {metrics}"
+        metrics.contains("berth_api_watch_streams 5"),
+        "the agent's 5 informers (instances, services, endpoints, routes, secrets): {metrics}"
     );
 
     // Logs: the instance's own output, through the API from its node's agent.
