@@ -208,6 +208,8 @@ impl Drop for Fabric {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // An `ip netns add` an agent started just before it died may still be finishing.
+        std::thread::sleep(std::time::Duration::from_millis(200));
         let all = self.namespaces();
         // Twice: a process may fork while the first round runs.
         for _ in 0..2 {
@@ -219,6 +221,21 @@ impl Drop for Fabric {
         for n in &all {
             let _ = ip(&["netns", "delete", n]);
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(n));
+        }
+        // resolv.conf directories of sandboxes whose namespace is already gone.
+        for e in std::fs::read_dir("/etc/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if self
+                .nodes
+                .iter()
+                .any(|node| name.starts_with(&format!("berth-{node}-")))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
         for node in &self.nodes {
             for c in ["cpu", "memory", "unified", ""] {
