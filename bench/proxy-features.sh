@@ -18,6 +18,8 @@
 # and `# uptime` lines recording the machine's load next to the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
@@ -43,23 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports below the ephemeral range, checked free.
-read -r BACKEND P_PLAIN P_ID P_ROUTE P_BREAKERS < <(python3 - <<'PY'
-import random, socket
-ports = []
-while len(ports) < 5:
-    port = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        if port not in ports:
-            ports.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(" ".join(map(str, ports)))
-PY
-)
+read -r BACKEND P_PLAIN P_ID P_ROUTE P_BREAKERS < <(free_ports 5)
 declare -A PORT=([plain]=$P_PLAIN [request_id]=$P_ID [route]=$P_ROUTE [breakers]=$P_BREAKERS)
 
 "$bin/bench_backend" "127.0.0.1:$BACKEND" &

@@ -16,6 +16,8 @@
 # Figures are means over the rounds; `# uptime` lines record the machine's load next to them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
@@ -52,23 +54,7 @@ trap cleanup EXIT
 
 # Free loopback ports, picked at random below the kernel's ephemeral range (so that no
 # outgoing connection of another process takes one meanwhile) and checked free.
-read -r BACKEND B_HTTP B_TCP B_ADMIN H_HTTP H_TCP N_HTTP N_TCP B_TLS H_TLS N_TLS < <(python3 - <<'PY'
-import random, socket
-ports = []
-while len(ports) < 11:
-    port = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        if port not in ports:
-            ports.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(" ".join(map(str, ports)))
-PY
-)
+read -r BACKEND B_HTTP B_TCP B_ADMIN H_HTTP H_TCP N_HTTP N_TCP B_TLS H_TLS N_TLS < <(free_ports 11)
 
 "$bin/bench_backend" "127.0.0.1:$BACKEND" & pids+=($!)
 
@@ -234,23 +220,7 @@ count_instructions() {
     echo "$name $(( total / requests ))"
 }
 if [ -n "${INSTRUCTIONS:-}" ]; then
-    read -r CB CH < <(python3 - <<'PY'
-import random, socket
-ports = []
-while len(ports) < 2:
-    port = random.randrange(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        if port not in ports:
-            ports.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(" ".join(map(str, ports)))
-PY
-)
+    read -r CB CH < <(free_ports 2)
     cat >"$tmp/cg-berth.yaml" <<YAML
 listeners:
   - {name: http, address: "127.0.0.1:$CB", protocol: http}

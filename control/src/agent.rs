@@ -486,6 +486,7 @@ async fn wait_for_subnet(
     shutdown: &CancellationToken,
 ) -> Result<ipnet::IpNet> {
     let started = std::time::Instant::now();
+    let mut warned = false;
     loop {
         if let Ok(Some(Object::Node(n))) = client.get(Kind::Node, "", node).await
             && let Some(s) = &n.spec.pod_subnet
@@ -494,11 +495,12 @@ async fn wait_for_subnet(
                 .parse()
                 .with_context(|| format!("node {node}: podSubnet {s:?} is not a CIDR"));
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        if !warned && started.elapsed() > Duration::from_secs(10) {
             tracing::warn!(
                 node,
                 "no pod subnet allocated yet: does the server have a --cluster-cidr?"
             );
+            warned = true;
         }
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("shut down before the node got a pod subnet"),
@@ -514,13 +516,22 @@ async fn serve_dns_on(
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
 ) {
+    let started = std::time::Instant::now();
+    let mut warned = false;
     let listeners = loop {
         match berth_dns::DnsServer::bind(&[addr], 1) {
             Ok(l) => break l,
-            Err(_) => tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            },
+            Err(e) => {
+                // Normal until the first instance brings the bridge up; said once if it lasts.
+                if !warned && started.elapsed() > Duration::from_secs(60) {
+                    tracing::warn!(%addr, error = %e, "dns not yet bound on the pod gateway; retrying");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
         }
     };
     tracing::info!(%addr, "dns serving on the pod gateway");

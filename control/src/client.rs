@@ -424,6 +424,15 @@ pub struct Cache {
     pub synced: bool,
 }
 
+impl Cache {
+    /// The object of this kind, namespace and name, if cached.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Object> {
+        self.objects
+            .get(&crate::api::key(kind, namespace, name))
+            .map(|o| &**o)
+    }
+}
+
 /// Keeps a [`Cache`] of one kind in step with the server and publishes every new version.
 pub fn informer(
     client: Client,

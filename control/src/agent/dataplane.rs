@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::{Endpoints, Kind, Object, Protocol, Route, SecretType, Service, key};
+use crate::api::{Endpoints, Kind, Object, Protocol, Route, SecretType, Service};
 use crate::client::Cache;
 
 fn services(cache: &Cache) -> impl Iterator<Item = &Service> {
@@ -17,22 +17,14 @@ fn services(cache: &Cache) -> impl Iterator<Item = &Service> {
 }
 
 fn service_of<'a>(cache: &'a Cache, ns: &str, name: &str) -> Option<&'a Service> {
-    match cache
-        .objects
-        .get(&key(Kind::Service, ns, name))
-        .map(|o| &**o)
-    {
+    match cache.get(Kind::Service, ns, name) {
         Some(Object::Service(s)) => Some(s),
         _ => None,
     }
 }
 
 fn endpoints_of<'a>(cache: &'a Cache, ns: &str, name: &str) -> Option<&'a Endpoints> {
-    match cache
-        .objects
-        .get(&key(Kind::Endpoints, ns, name))
-        .map(|o| &**o)
-    {
+    match cache.get(Kind::Endpoints, ns, name) {
         Some(Object::Endpoints(e)) => Some(e),
         _ => None,
     }
@@ -230,7 +222,7 @@ fn sticky_sessions(
     secure: bool,
 ) -> berth_proxy::StickySessions {
     let secret = st.secret.as_ref().and_then(|name| {
-        let found = match secrets.objects.get(&key(Kind::Secret, ns, name)).map(|o| &**o) {
+        let found = match secrets.get(Kind::Secret, ns, name) {
             Some(Object::Secret(s)) => s.data.get("key").filter(|k| k.len() >= 16).cloned(),
             _ => None,
         };
@@ -261,11 +253,7 @@ fn certificate_domain(domain: &str) -> bool {
 pub fn tls_certificate(secrets: &Cache, ns: &str, name: &str) -> Result<(String, String), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let secret = match secrets
-        .objects
-        .get(&key(Kind::Secret, ns, name))
-        .map(|o| &**o)
-    {
+    let secret = match secrets.get(Kind::Secret, ns, name) {
         Some(Object::Secret(s)) => s,
         _ => return Err(format!("no secret {ns}/{name}")),
     };
@@ -1048,7 +1036,8 @@ mod tests {
             for _ in 0..rng.usize(1..4) {
                 let n = &names[rng.usize(..names.len())];
                 if rng.u8(..10) == 0 {
-                    next.objects.remove(&key(Kind::Endpoints, "default", n));
+                    next.objects
+                        .remove(&crate::api::key(Kind::Endpoints, "default", n));
                 } else {
                     let ids: Vec<u16> = (0..rng.u16(0..6)).map(|_| rng.u16(1..300)).collect();
                     let mut ids = ids;

@@ -248,13 +248,16 @@ fn reconcile_app(
             status.rollout.message = message;
         }
     }
-    world.update(&key(Kind::App, ns, &app.metadata.name), |o| match o {
-        Object::App(a) if a.status != status => {
-            a.status = status;
-            true
-        }
-        _ => false,
-    });
+    // Checked before `update`, which copies the app: most passes change no app's status.
+    if app.status != status {
+        world.update(&key(Kind::App, ns, &app.metadata.name), |o| match o {
+            Object::App(a) => {
+                a.status = status;
+                true
+            }
+            _ => false,
+        });
+    }
 }
 
 fn stop(world: &mut World, i: &Instance) {
