@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{InstanceState, Kind, Metadata, Node, NodeSpec, NodeStatus, Object};
-use crate::client::{Cache, Client, informer};
+use crate::client::{Cache, Client, Filter, informer, informer_filtered};
 
 pub use runtime::Stop;
 
@@ -208,7 +208,14 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
         cfg.heartbeat,
         watches.clone(),
     ));
-    let instances = informer(client.clone(), Kind::Instance, watches.clone());
+    // Only this node's instances, as kubelet watches its pods: a cluster's every status change
+    // is not every node's business.
+    let instances = informer_filtered(
+        client.clone(),
+        Kind::Instance,
+        Filter::on_node(&cfg.node),
+        watches.clone(),
+    );
     let services = informer(client.clone(), Kind::Service, watches.clone());
     let services_for_network = services.clone();
     let endpoints = informer(client.clone(), Kind::Endpoints, watches.clone());

@@ -165,11 +165,22 @@ impl Client {
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> Result<List> {
+        let filter = Filter {
+            labels: selector.map(str::to_owned),
+            fields: None,
+        };
+        self.list_filtered(kind, namespace, &filter).await
+    }
+
+    /// Lists objects of a kind that pass `filter`.
+    pub async fn list_filtered(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        filter: &Filter,
+    ) -> Result<List> {
         let mut p = path(kind, namespace, None);
-        if let Some(s) = selector {
-            p.push_str("?labelSelector=");
-            p.extend(form_urlencoded::byte_serialize(s.as_bytes()));
-        }
+        filter.append(&mut p, '?');
         self.call(Method::GET, &p, None).await
     }
 
@@ -339,11 +350,24 @@ impl Client {
         selector: Option<&str>,
         revision: Option<u64>,
     ) -> Result<WatchStream> {
+        let filter = Filter {
+            labels: selector.map(str::to_owned),
+            fields: None,
+        };
+        self.watch_filtered(kind, namespace, &filter, revision)
+            .await
+    }
+
+    /// [`Client::watch`] of the objects that pass `filter`.
+    pub async fn watch_filtered(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        filter: &Filter,
+        revision: Option<u64>,
+    ) -> Result<WatchStream> {
         let mut p = format!("{}?watch=1", path(kind, namespace, None));
-        if let Some(s) = selector {
-            p.push_str("&labelSelector=");
-            p.extend(form_urlencoded::byte_serialize(s.as_bytes()));
-        }
+        filter.append(&mut p, '&');
         if let Some(r) = revision {
             p.push_str(&format!("&revision={r}"));
         }
@@ -413,6 +437,41 @@ impl WatchStream {
     }
 }
 
+/// Which objects of a kind a list or watch returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// A label selector (`app=hello,tier!=db`).
+    pub labels: Option<String>,
+    /// A field selector: `spec.node=NAME` on instances (what a node's agent runs).
+    pub fields: Option<String>,
+}
+
+impl Filter {
+    /// The instances placed on `node`.
+    pub fn on_node(node: &str) -> Filter {
+        Filter {
+            labels: None,
+            fields: Some(format!("spec.node={node}")),
+        }
+    }
+
+    /// Appends the query parameters to `path`, the first after `sep`.
+    fn append(&self, path: &mut String, mut sep: char) {
+        for (name, value) in [
+            ("labelSelector", &self.labels),
+            ("fieldSelector", &self.fields),
+        ] {
+            if let Some(v) = value {
+                path.push(sep);
+                path.push_str(name);
+                path.push('=');
+                path.extend(form_urlencoded::byte_serialize(v.as_bytes()));
+                sep = '&';
+            }
+        }
+    }
+}
+
 /// A local copy of the objects of one kind.
 #[derive(Clone, Debug, Default)]
 pub struct Cache {
@@ -439,11 +498,21 @@ pub fn informer(
     kind: Kind,
     shutdown: CancellationToken,
 ) -> tokio::sync::watch::Receiver<Arc<Cache>> {
+    informer_filtered(client, kind, Filter::default(), shutdown)
+}
+
+/// An [`informer`] of the objects that pass `filter`.
+pub fn informer_filtered(
+    client: Client,
+    kind: Kind,
+    filter: Filter,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<Arc<Cache>> {
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(Cache::default()));
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let run = run_informer(&client, kind, &tx);
+            let run = run_informer(&client, kind, &filter, &tx);
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = run => r,
@@ -467,9 +536,10 @@ pub fn informer(
 async fn run_informer(
     client: &Client,
     kind: Kind,
+    filter: &Filter,
     tx: &tokio::sync::watch::Sender<Arc<Cache>>,
 ) -> Result<()> {
-    let list = client.list(kind, None).await?;
+    let list = client.list_filtered(kind, None, filter).await?;
     let mut cache = Cache {
         revision: list.revision,
         objects: list
@@ -480,7 +550,9 @@ async fn run_informer(
         synced: true,
     };
     tx.send_replace(Arc::new(cache.clone()));
-    let mut stream = client.watch(kind, None, Some(list.revision)).await?;
+    let mut stream = client
+        .watch_filtered(kind, None, filter, Some(list.revision))
+        .await?;
     while let Some(lines) = stream.next_batch().await? {
         let mut changed = false;
         for l in lines {

@@ -9,6 +9,7 @@
 
 mod deploy;
 mod endpoints;
+mod incremental;
 pub mod network;
 mod nodes;
 mod schedule;
@@ -237,35 +238,42 @@ impl Holders {
 
 /// One reconcile pass against the store; returns how many objects it wrote.
 pub fn pass(store: &Store, config: &Config) -> Result<usize, StoreError> {
-    pass_with_revisions(store, config).map(|(n, _)| n)
+    let (objects, _) = store.snapshot(&incremental::KINDS);
+    full_pass(store, config, objects).map(|(n, _)| n)
 }
 
-/// [`pass`], also returning the revisions of its own writes.
-fn pass_with_revisions(
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A pass over every object in `objects` (of [`incremental::KINDS`]), committed; returns how
+/// many objects it wrote and the revisions of those writes.
+fn full_pass(
     store: &Store,
     config: &Config,
+    objects: Vec<Arc<Object>>,
 ) -> Result<(usize, Option<std::ops::RangeInclusive<u64>>), StoreError> {
-    let mut objects = Vec::new();
-    for kind in [
-        Kind::App,
-        Kind::Service,
-        Kind::Node,
-        Kind::Instance,
-        Kind::Endpoints,
-    ] {
-        objects.extend(store.list(kind, None).0.iter().cloned());
-    }
     let read: BTreeMap<String, u64> = objects
         .iter()
         .map(|o| (o.key(), o.meta().revision))
         .collect();
     let mut world = World::shared(objects);
-    world.now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    world.now = unix_now();
     world.node_policy = config.node_policy;
     world.network = config.network.clone();
     reconcile(&mut world, &mut random_name);
+    commit(store, &world, &read)
+}
+
+/// Writes what `world` changed, each object only if the store still holds the revision the
+/// pass read (`read`): an agent's write in between wins, and the pass it triggers decides again.
+fn commit(
+    store: &Store,
+    world: &World,
+    read: &BTreeMap<String, u64>,
+) -> Result<(usize, Option<std::ops::RangeInclusive<u64>>), StoreError> {
     store.transaction_with_revisions(|tx| {
         let mut written = 0;
         let mut holders = Holders::default();
@@ -294,51 +302,80 @@ fn pass_with_revisions(
     })
 }
 
+/// How often a full pass runs even when nothing asks for one: node leases expire by the clock.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs reconcile passes whenever the store changes (and every few seconds regardless) until
-/// `shutdown`.
+/// `shutdown`: a full pass over a consistent snapshot, then, from the watch that starts at the
+/// snapshot's revision, passes scoped to the apps whose instances reported a new status, until
+/// something changes the cluster's shape or the periodic pass is due.
 pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
-    let mut watcher = None;
-    loop {
-        let own = match pass_with_revisions(&store, &config) {
-            Ok((n, own)) => {
+    'full: loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let (objects, revision) = store.snapshot(&incremental::KINDS);
+        let mut mirror = incremental::Mirror::new(objects.iter().cloned());
+        let mut own: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
+        match full_pass(&store, &config, objects) {
+            Ok((n, written)) => {
                 if n > 0 {
                     tracing::debug!(written = n, "reconciled");
                 }
-                own
+                own.extend(written);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reconcile pass failed");
-                None
-            }
+            Err(e) => tracing::error!(error = %e, "reconcile pass failed"),
+        }
+        let Ok(mut w) = store.watch(revision) else {
+            continue;
         };
-        let w = match watcher.as_mut() {
-            Some(w) => w,
-            None => match store.watch(store.revision()) {
-                Ok(w) => watcher.insert(w),
-                Err(_) => continue,
-            },
-        };
-        // Wait for a change that is not this pass's own writes (a pass over its own result
-        // changes nothing: at 10,000 instances that is 60 ms saved per change), or the
-        // periodic pass that lease expiry needs.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + FULL_PASS_EVERY;
+        let mut pending = incremental::Trigger::default();
         loop {
+            // Checked here too: a steady stream of status changes must not starve it.
+            if pending.full || tokio::time::Instant::now() >= deadline {
+                continue 'full;
+            }
+            if let Some(app) = pending.apps.pop_first() {
+                match incremental::scoped_pass(&store, &config, &mirror, &app, unix_now()) {
+                    Ok(incremental::Scoped::Done(written)) => {
+                        // Read our own writes back before the next pass reads the mirror:
+                        // a pass over a stale copy would lose its writes to the revision check.
+                        if let Some(range) = written {
+                            let end = *range.end();
+                            own.push(range);
+                            while w.revision() < end {
+                                let events = tokio::select! {
+                                    _ = shutdown.cancelled() => return,
+                                    r = w.next() => r,
+                                };
+                                match events {
+                                    Ok(events) => {
+                                        let t = mirror.apply(&events, &own);
+                                        pending.full |= t.full;
+                                        pending.apps.extend(t.apps);
+                                    }
+                                    Err(_) => continue 'full,
+                                }
+                            }
+                        }
+                    }
+                    Ok(incremental::Scoped::NeedsFull) => continue 'full,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reconcile pass failed");
+                        continue 'full;
+                    }
+                }
+                own.retain(|r| *r.end() > w.revision());
+                continue;
+            }
+            own.retain(|r| *r.end() > w.revision());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = tokio::time::timeout_at(deadline, w.next()) => match r {
-                    Ok(Ok(events))
-                        if events
-                            .iter()
-                            .all(|e| own.as_ref().is_some_and(|o| o.contains(&e.revision))) =>
-                    {
-                        continue;
-                    }
-                    Ok(Err(_)) => {
-                        // Fell behind the history: a full pass needs no events, just watch anew.
-                        watcher = None;
-                        break;
-                    }
-                    _ => break,
+                    Ok(Ok(events)) => pending = mirror.apply(&events, &own),
+                    // Fell behind the history, or the periodic pass is due.
+                    Ok(Err(_)) | Err(_) => continue 'full,
                 },
             }
         }

@@ -429,6 +429,14 @@ async fn handle(
                 Ok(s) => s.unwrap_or_default(),
                 Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
             };
+            let fields = match q
+                .get("fieldSelector")
+                .map(|s| FieldSelector::parse(target.kind, s))
+                .transpose()
+            {
+                Ok(f) => f.unwrap_or_default(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
             if q.get("watch").is_some_and(|v| v == "1" || v == "true") {
                 let from = match q.get("revision").map(|r| r.parse::<u64>()).transpose() {
                     Ok(r) => r,
@@ -438,6 +446,7 @@ async fn handle(
                     kind: target.kind,
                     namespace: target.namespace,
                     selector,
+                    fields,
                     from,
                     secrets,
                 };
@@ -446,7 +455,7 @@ async fn handle(
                 let (items, revision) = store.list(target.kind, target.namespace);
                 let items = items
                     .iter()
-                    .filter(|o| selector.matches(&o.meta().labels))
+                    .filter(|o| selector.matches(&o.meta().labels) && fields.matches(o))
                     .map(|o| secrets.view(o))
                     .collect();
                 json(StatusCode::OK, &List { revision, items })
@@ -971,11 +980,48 @@ fn event_line(e: &Event) -> WatchLine {
     }
 }
 
+/// A field selector, as Kubernetes' `fieldSelector=spec.nodeName=NAME` with which kubelet
+/// watches only its own pods: `spec.node=NAME` on instances. An instance's node is set once
+/// (a moved instance is a new one), so filtering each event's object as it is then loses no
+/// transition.
+#[derive(Debug, Default)]
+struct FieldSelector {
+    node: Option<String>,
+}
+
+impl FieldSelector {
+    fn parse(kind: Kind, s: &str) -> Result<FieldSelector, String> {
+        let mut out = FieldSelector::default();
+        for term in s.split(',').filter(|t| !t.is_empty()) {
+            match term.split_once('=') {
+                Some(("spec.node", node)) if kind == Kind::Instance => {
+                    out.node = Some(node.to_owned());
+                }
+                _ => {
+                    return Err(format!(
+                        "field selector {term:?} is not supported: only spec.node=NAME, on instances"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn matches(&self, o: &Object) -> bool {
+        match (&self.node, o) {
+            (None, _) => true,
+            (Some(node), Object::Instance(i)) => i.spec.node.as_deref() == Some(node.as_str()),
+            (Some(_), _) => false,
+        }
+    }
+}
+
 /// What a watch asks for.
 struct WatchQuery<'a> {
     kind: Kind,
     namespace: Option<&'a str>,
     selector: Selector,
+    fields: FieldSelector,
     /// Resume after this revision; `None` starts with a listing.
     from: Option<u64>,
     /// Which secret values the caller may read.
@@ -995,6 +1041,7 @@ fn watch(
         kind,
         namespace,
         selector,
+        fields,
         from,
         secrets,
     } = query;
@@ -1004,7 +1051,7 @@ fn watch(
             let (items, rev) = store.list(kind, namespace);
             let items: Vec<_> = items
                 .into_iter()
-                .filter(|o| selector.matches(&o.meta().labels))
+                .filter(|o| selector.matches(&o.meta().labels) && fields.matches(o))
                 .collect();
             (items, rev)
         }
@@ -1040,6 +1087,7 @@ fn watch(
                     .as_deref()
                     .is_none_or(|ns| o.meta().namespace == ns)
                 && selector.matches(&o.meta().labels)
+                && fields.matches(o)
         };
         loop {
             let next = tokio::select! {

@@ -270,6 +270,24 @@ impl Store {
         (items, state.revision)
     }
 
+    /// Every object of these kinds, read at one revision (under one lock), and that revision:
+    /// a consistent starting point for a watch from it.
+    pub fn snapshot(&self, kinds: &[Kind]) -> (Vec<Arc<Object>>, u64) {
+        let state = read(&self.inner.state);
+        let mut items = Vec::new();
+        for kind in kinds {
+            let prefix = format!("{}/", kind.plural());
+            items.extend(
+                state
+                    .objects
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        (items, state.revision)
+    }
+
     /// Runs `f` over a transaction and commits what it staged atomically: all of it is durable
     /// and visible, or none. `f` may abort with an error.
     pub fn transaction<R>(

@@ -11,6 +11,7 @@ use crate::config::{Config, Endpoint};
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
 use crate::server::{self, Limits};
+use crate::snapshot::ClusterEntry;
 use crate::snapshot::Snapshot;
 
 /// A node's L7 proxy.
@@ -25,8 +26,33 @@ struct Inner {
     snapshot: ArcSwap<Snapshot>,
     /// Serialises writers, so that `update_endpoints` never loses a concurrent `apply`'s
     /// snapshot and revisions count up by one. Readers never take it.
-    writer: Mutex<Arc<Config>>,
+    writer: Mutex<Written>,
     metrics: Metrics,
+}
+
+/// The config the live snapshot was built from.
+struct Written {
+    config: Arc<Config>,
+    /// Endpoint updates since `config`, by cluster, folded in when the config is read: copying
+    /// a config of a thousand clusters for each update would cost more than the update itself.
+    endpoints: ahash::AHashMap<String, Vec<Endpoint>>,
+}
+
+impl Written {
+    /// The config with every pending endpoint update folded in.
+    fn current(&mut self) -> Arc<Config> {
+        if !self.endpoints.is_empty() {
+            let mut config = (*self.config).clone();
+            for c in &mut config.clusters {
+                if let Some(endpoints) = self.endpoints.remove(&c.name) {
+                    c.endpoints = endpoints;
+                }
+            }
+            self.endpoints.clear();
+            self.config = Arc::new(config);
+        }
+        self.config.clone()
+    }
 }
 
 impl Proxy {
@@ -36,7 +62,10 @@ impl Proxy {
         let proxy = Self {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
-                writer: Mutex::new(Arc::new(config)),
+                writer: Mutex::new(Written {
+                    config: Arc::new(config),
+                    endpoints: ahash::AHashMap::new(),
+                }),
                 metrics: Metrics::new(),
             }),
         };
@@ -54,10 +83,13 @@ impl Proxy {
     /// Clusters that keep their name keep their balancer state and, if their connect timeout is
     /// unchanged, their pool of upstream connections.
     pub fn apply(&self, config: Config) -> Result<(), ConfigError> {
-        self.swap(|current, _| {
-            let next = Snapshot::build(&config, Some(current))?;
-            Ok((next, config))
-        })
+        let mut written = self.writer();
+        let next = Snapshot::build(&config, Some(&self.inner.snapshot.load()))?;
+        let prev = self.install(next);
+        drain_removed(prev.clusters(), self.inner.snapshot.load().clusters());
+        written.config = Arc::new(config);
+        written.endpoints.clear();
+        Ok(())
     }
 
     /// Replace only one cluster's endpoints (everything else shared by Arc), swap atomically.
@@ -68,23 +100,33 @@ impl Proxy {
         cluster: &str,
         endpoints: Vec<Endpoint>,
     ) -> Result<(), ConfigError> {
-        self.swap(|current, config| {
-            let next = current.with_endpoints(cluster, endpoints.clone())?;
-            let mut config = config.clone();
-            if let Some(c) = config.clusters.iter_mut().find(|c| c.name == cluster) {
-                c.endpoints = endpoints;
-            }
-            Ok((next, config))
-        })
+        let mut written = self.writer();
+        let current = self.inner.snapshot.load();
+        let next = current.with_endpoints(cluster, endpoints.clone())?;
+        let prev = self.install(next);
+        // Only this cluster changed: only its endpoints can have gone.
+        if let (Some(before), Some(after)) = (
+            prev.cluster(cluster),
+            self.inner.snapshot.load().cluster(cluster),
+        ) {
+            drain_removed(std::slice::from_ref(before), std::slice::from_ref(after));
+        }
+        written.endpoints.insert(cluster.to_owned(), endpoints);
+        Ok(())
     }
 
     /// The configuration the live snapshot was built from (endpoint updates included).
     pub fn config(&self) -> Arc<Config> {
+        self.writer().current()
+    }
+
+    /// The writer's lock. A panic while holding it cannot leave a half-swapped snapshot (the
+    /// swap is one atomic store), so a poisoned lock is safe to reuse.
+    fn writer(&self) -> std::sync::MutexGuard<'_, Written> {
         self.inner
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Number of snapshots swapped in so far (starts at 1).
@@ -147,35 +189,21 @@ impl Proxy {
         Limits::from(&self.config().limits)
     }
 
-    fn swap(
-        &self,
-        build: impl FnOnce(&Snapshot, &Config) -> Result<(Snapshot, Config), ConfigError>,
-    ) -> Result<(), ConfigError> {
-        // A panic while holding the lock cannot leave a half-swapped snapshot: the swap is one
-        // atomic store, so a poisoned lock is safe to reuse.
-        let mut config = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (next, next_config) = build(&self.inner.snapshot.load(), &config)?;
+    /// Swaps `next` in (the writer's lock held); returns the snapshot it replaced.
+    fn install(&self, next: Snapshot) -> Arc<Snapshot> {
         tracing::debug!(revision = next.revision, "swapping in a new snapshot");
-        let prev = self.inner.snapshot.swap(Arc::new(next));
-        drain_removed(&prev, &self.inner.snapshot.load());
-        *config = Arc::new(next_config);
-        Ok(())
+        self.inner.snapshot.swap(Arc::new(next))
     }
 }
 
 /// Starts the drain timeout of every endpoint `prev` had and `next` lacks: new requests
 /// already avoid them; responses still streaming get the cluster's drain timeout.
-fn drain_removed(prev: &Snapshot, next: &Snapshot) {
+fn drain_removed(prev: &[Arc<ClusterEntry>], next: &[Arc<ClusterEntry>]) {
     let kept: ahash::AHashSet<*const crate::balance::EndpointLoad> = next
-        .clusters()
         .iter()
         .flat_map(|c| c.endpoints.iter().map(|e| Arc::as_ptr(&e.load)))
         .collect();
-    for cluster in prev.clusters() {
+    for cluster in prev {
         for endpoint in cluster.endpoints.iter() {
             if !kept.contains(&Arc::as_ptr(&endpoint.load)) {
                 tracing::debug!(cluster = &*cluster.name, endpoint = %endpoint.address, "draining removed endpoint");
@@ -211,5 +239,47 @@ impl fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field("revision", &self.revision())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(clusters: &[&str]) -> Config {
+        let clusters: Vec<serde_json::Value> = clusters
+            .iter()
+            .map(|n| serde_json::json!({"name": n}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "clusters": clusters })).unwrap()
+    }
+
+    fn endpoints(cluster: &Config, name: &str) -> Vec<Endpoint> {
+        let c = cluster.clusters.iter().find(|c| c.name == name).unwrap();
+        c.endpoints.clone()
+    }
+
+    /// Endpoint updates are folded into the config lazily; what `config()` shows is always what
+    /// is served, and an `apply` replaces updates not yet folded in.
+    #[test]
+    fn the_config_shows_every_endpoint_update_and_apply_replaces_them() {
+        let proxy = Proxy::new(config(&["a", "b"])).unwrap();
+        let one = vec![Endpoint::new("127.0.0.1:1".parse().unwrap())];
+        let two = vec![Endpoint::new("127.0.0.1:2".parse().unwrap())];
+        proxy.update_endpoints("a", one.clone()).unwrap();
+        proxy.update_endpoints("b", two.clone()).unwrap();
+        proxy.update_endpoints("a", two.clone()).unwrap();
+        let c = proxy.config();
+        assert_eq!(endpoints(&c, "a"), two);
+        assert_eq!(endpoints(&c, "b"), two);
+        // Folded once: the same config until the next change.
+        assert!(Arc::ptr_eq(&c, &proxy.config()));
+        assert!(proxy.update_endpoints("nope", one.clone()).is_err());
+        proxy.update_endpoints("b", one.clone()).unwrap();
+        proxy.apply(config(&["a", "b", "c"])).unwrap();
+        let c = proxy.config();
+        assert_eq!(c.clusters.len(), 3);
+        assert!(endpoints(&c, "b").is_empty(), "the applied config wins");
+        assert_eq!(proxy.revision(), 6);
     }
 }

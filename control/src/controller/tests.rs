@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::*;
 use crate::api::*;
 
-fn app(replicas: u32) -> Object {
+pub(super) fn app(replicas: u32) -> Object {
     Object::App(App {
         metadata: Metadata::new("default", "hello"),
         spec: AppSpec {
@@ -37,7 +37,7 @@ fn app(replicas: u32) -> Object {
     })
 }
 
-fn node(name: &str) -> Object {
+pub(super) fn node(name: &str) -> Object {
     Object::Node(Node {
         metadata: Metadata::new("", name),
         spec: NodeSpec {
@@ -60,7 +60,7 @@ fn node(name: &str) -> Object {
     })
 }
 
-fn service() -> Object {
+pub(super) fn service() -> Object {
     Object::Service(Service {
         metadata: Metadata::new("default", "hello"),
         spec: ServiceSpec {

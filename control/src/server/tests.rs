@@ -695,3 +695,80 @@ async fn allocation_at_scale() {
         lat[197].as_secs_f64() * 1e3
     );
 }
+
+fn instance_on(name: &str, node: Option<&str>) -> crate::api::Object {
+    let node = node.map_or("null".to_owned(), |n| format!("{n:?}"));
+    serde_json::from_str(&format!(
+        r#"{{"kind": "Instance", "metadata": {{"name": "{name}", "namespace": "default"}},
+            "spec": {{"app": "gone", "node": {node}, "template": {{"command": "true"}}}}}}"#
+    ))
+    .unwrap()
+}
+
+/// What an agent lists and watches: the instances of its own node only.
+#[tokio::test]
+async fn field_selectors_give_a_node_its_own_instances() {
+    use crate::client::Filter;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    server
+        .store
+        .transaction(|tx| {
+            tx.put(instance_on("a-1", Some("n1")));
+            tx.put(instance_on("b-1", Some("n2")));
+            tx.put(instance_on("c-1", None));
+            Ok(())
+        })
+        .unwrap();
+    let c = server.admin();
+    let list = c
+        .list_filtered(Kind::Instance, None, &Filter::on_node("n1"))
+        .await
+        .unwrap();
+    let names: Vec<&str> = list.items.iter().map(|o| o.meta().name.as_str()).collect();
+    assert_eq!(names, ["a-1"]);
+
+    let mut w = c
+        .watch_filtered(
+            Kind::Instance,
+            None,
+            &Filter::on_node("n1"),
+            Some(list.revision),
+        )
+        .await
+        .unwrap();
+    for name in ["b-1", "c-1", "a-1"] {
+        server
+            .store
+            .modify(Kind::Instance, "default", name, |o| {
+                let crate::api::Object::Instance(i) = o else {
+                    return false;
+                };
+                i.status.restarts += 1;
+                true
+            })
+            .unwrap();
+    }
+    // Only a-1's changes arrive (the controllers may write it too, never the others).
+    let mut seen = false;
+    for _ in 0..5 {
+        let o = next_object(&mut w).await;
+        assert_eq!(o.meta().name, "a-1");
+        if matches!(&o, crate::api::Object::Instance(i) if i.status.restarts == 1) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "a-1's status change never arrived");
+
+    let (status, text) = server
+        .raw("GET", "/api/v1/instances?fieldSelector=spec.app%3Dx", "")
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("spec.app=x"), "{text}");
+    let (status, text) = server
+        .raw("GET", "/api/v1/services?fieldSelector=spec.node%3Dn1", "")
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("only spec.node=NAME, on instances"), "{text}");
+}
