@@ -222,10 +222,14 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
     let routes = informer(client.clone(), Kind::Route, watches.clone());
     let secrets = informer(client.clone(), Kind::Secret, watches.clone());
 
+    // The VIPs the node's interface holds: a VIP listener that could not be bound is retried
+    // as soon as its address arrives.
+    let (vips_tx, vips_rx) = watch::channel(std::collections::BTreeSet::new());
     let feeder = tokio::spawn(feed_data_plane(
         plane.clone(),
         cfg.zone.clone(),
         [services, endpoints, routes, secrets],
+        vips_rx,
         watches.clone(),
     ));
 
@@ -243,9 +247,18 @@ pub async fn run(cfg: AgentConfig, plane: DataPlane, shutdown: CancellationToken
     };
     let cni = match &cfg.network {
         None => None,
-        Some(opts) => {
-            Some(start_network(&client, &cfg, opts, &plane, &services_for_network, &watches).await?)
-        }
+        Some(opts) => Some(
+            start_network(
+                &client,
+                &cfg,
+                opts,
+                &plane,
+                &services_for_network,
+                vips_tx,
+                &watches,
+            )
+            .await?,
+        ),
     };
     let cgroups = if cni.is_some() {
         let cg = cgroups::Cgroups::detect(std::path::Path::new("/sys/fs/cgroup"), &cfg.node);
@@ -396,17 +409,20 @@ impl Runtime {
 /// rebuild when services, routes or secrets change, per-service updates when only endpoints do.
 /// The watch channels coalesce: a burst of changes that arrives while a step runs makes one
 /// more step. With VIP listeners on, the proxy's listeners follow each new config; binds that
-/// fail (a VIP not on the node's interface yet) are retried every second.
+/// fail (a VIP not on the node's interface yet) are retried when the network task puts a VIP on
+/// the interface, and every second.
 async fn feed_data_plane(
     plane: DataPlane,
     zone: String,
     caches: [watch::Receiver<Arc<Cache>>; 4],
+    mut vips: watch::Receiver<std::collections::BTreeSet<std::net::IpAddr>>,
     shutdown: CancellationToken,
 ) {
     let [mut services, mut endpoints, mut routes, mut secrets] = caches;
     let mut feeder = dataplane::Feeder::new(&zone, plane.options.clone());
     let mut listeners = berth_proxy::Listeners::default();
     let mut bind_failures = 0u32;
+    let mut vips_open = true;
     loop {
         let inputs = dataplane::Inputs {
             services: services.borrow_and_update().clone(),
@@ -444,6 +460,9 @@ async fn feed_data_plane(
             r = endpoints.changed() => if r.is_err() { break },
             r = routes.changed() => if r.is_err() { break },
             r = secrets.changed() => if r.is_err() { break },
+            // The network task put a new VIP on the interface; the sleep covers addresses
+            // added by anyone else.
+            r = vips.changed(), if retry && vips_open => vips_open = r.is_ok(),
             _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
         }
     }
@@ -458,6 +477,7 @@ async fn start_network(
     opts: &network::NetworkOptions,
     plane: &DataPlane,
     services: &watch::Receiver<Arc<Cache>>,
+    vips_tx: watch::Sender<std::collections::BTreeSet<std::net::IpAddr>>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<sandbox::CniNetwork>> {
     let subnet = match opts.pod_subnet {
@@ -473,7 +493,6 @@ async fn start_network(
         shutdown.clone(),
     ));
     let nodes = informer(client.clone(), Kind::Node, shutdown.clone());
-    let (vips_tx, _vips_rx) = watch::channel(std::collections::BTreeSet::new());
     tokio::spawn(network::run(
         net.ip.clone(),
         cfg.node.clone(),

@@ -17,9 +17,12 @@
 //! resolvers with a bounded cache when [`Zone::forward`] is set.
 //!
 //! The control plane hands a [`Zone`] to [`DnsServer::new`] and later to [`DnsServer::apply`]
-//! or [`DnsServer::apply_service`]; each builds an immutable snapshot with every answer
-//! precomputed in wire format (reusing unchanged services) and swaps it in atomically, so a
-//! query sees one revision of the zone, never a mix. [`DnsServer::bind`] and
+//! or [`DnsServer::apply_service`] / [`DnsServer::remove_service`]; each gives an immutable
+//! snapshot of every name's records, with each response encoded in wire format once (by the
+//! first query that needs it) and copied after, and swaps it in atomically, so a query sees one
+//! revision of the zone, never a mix. A service update costs the size of that service, not of
+//! the zone: two snapshots take turns, the one not served being brought up to date with the
+//! edits of the last update once no query reads it. [`DnsServer::bind`] and
 //! [`DnsServer::serve_listeners`] run one SO_REUSEPORT UDP socket per worker thread
 //! (recvmmsg/sendmmsg, no allocation per query) and TCP on any number of addresses;
 //! [`DnsServer::serve_udp`] and [`DnsServer::serve_tcp`] serve sockets the caller bound;

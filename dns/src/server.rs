@@ -18,7 +18,7 @@ use crate::answer::{self, Action, Options, Transport};
 use crate::error::ZoneError;
 use crate::forward::Forwarder;
 use crate::metrics::{self, Metrics, QType, Rcode};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Change, Snapshot, Updater};
 use crate::zone::{ServiceRecord, Zone};
 
 /// An authoritative DNS server for one cluster zone (and the reverse names of its addresses),
@@ -34,11 +34,17 @@ pub struct DnsServer {
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
     forwarder: ArcSwapOption<Forwarder>,
-    /// The zone last applied; serialises applies, so that revisions increase in the order
-    /// snapshots are swapped in.
-    zone: Mutex<Zone>,
+    /// Serialises updates, so that revisions increase in the order snapshots are swapped in.
+    writer: Mutex<Writer>,
     precomputed: AtomicBool,
     metrics: Metrics,
+}
+
+/// What updates need besides the live snapshot.
+struct Writer {
+    /// The settings of the zone last applied (its services are in the snapshot, not here).
+    zone: Zone,
+    updater: Updater,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -54,7 +60,7 @@ impl std::fmt::Debug for DnsServer {
 impl DnsServer {
     /// A server for `zone`, at revision 1.
     pub fn new(zone: Zone) -> Result<Self, ZoneError> {
-        let snapshot = Snapshot::build(&zone, 1, None)?;
+        let snapshot = Snapshot::build(&zone, 1)?;
         let metrics = Metrics::new();
         metrics.zone(1, snapshot.record_count());
         let forwarder = zone.forward.clone().map(|c| Arc::new(new_forwarder(c)));
@@ -62,7 +68,13 @@ impl DnsServer {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 forwarder: ArcSwapOption::new(forwarder),
-                zone: Mutex::new(zone),
+                writer: Mutex::new(Writer {
+                    zone: Zone {
+                        services: Vec::new(),
+                        ..zone
+                    },
+                    updater: Updater::default(),
+                }),
                 precomputed: AtomicBool::new(true),
                 metrics,
             }),
@@ -72,71 +84,10 @@ impl DnsServer {
     /// Builds a new snapshot off the query path and swaps it in atomically; a query that starts
     /// after this returns sees the new zone. Services equal to those of the previous zone are
     /// reused, not rebuilt. On error the old zone stays.
-    pub fn apply(&self, zone: Zone) -> Result<(), ZoneError> {
-        let mut current = self.lock_zone();
-        self.swap_in(&zone, None)?;
-        *current = zone;
-        Ok(())
-    }
-
-    /// Replaces (or adds) one service, keeping the rest of the zone: only that service's names
-    /// are rebuilt.
-    pub fn apply_service(&self, service: ServiceRecord) -> Result<(), ZoneError> {
-        let mut zone = self.lock_zone();
-        let id = (service.namespace.clone(), service.name.clone());
-        // Changed in place (no copy of the whole zone), and put back if the service is bad.
-        let position = zone
-            .services
-            .iter()
-            .position(|s| s.namespace == service.namespace && s.name == service.name);
-        let old = match position {
-            Some(index) => Some(std::mem::replace(&mut zone.services[index], service)),
-            None => {
-                zone.services.push(service);
-                None
-            }
-        };
-        let result = self.swap_in(&zone, Some((&id.0, &id.1)));
-        if result.is_err() {
-            match (position, old) {
-                (Some(index), Some(old)) => zone.services[index] = old,
-                _ => {
-                    zone.services.pop();
-                }
-            }
-        }
-        result
-    }
-
-    /// Removes one service; `false` if it was not in the zone.
-    pub fn remove_service(&self, namespace: &str, name: &str) -> Result<bool, ZoneError> {
-        let mut current = self.lock_zone();
-        let mut zone = current.clone();
-        let before = zone.services.len();
-        zone.services
-            .retain(|s| !(s.namespace == namespace && s.name == name));
-        if zone.services.len() == before {
-            return Ok(false);
-        }
-        self.swap_in(&zone, None)?;
-        *current = zone;
-        Ok(true)
-    }
-
-    fn lock_zone(&self) -> std::sync::MutexGuard<'_, Zone> {
-        // A panic while holding the lock happens before the swap or after it, never half-way:
-        // the zone it guards is always the one served. Recover from poisoning.
-        self.inner
-            .zone
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Caller holds the zone lock.
-    fn swap_in(&self, zone: &Zone, changed: Option<(&str, &str)>) -> Result<(), ZoneError> {
-        let previous = self.inner.snapshot.load_full();
-        let revision = previous.revision() + 1;
-        let snapshot = Snapshot::build_changed(zone, revision, Some(&previous), changed)?;
+    pub fn apply(&self, mut zone: Zone) -> Result<(), ZoneError> {
+        let mut writer = self.lock_writer();
+        let Writer { updater, .. } = &mut *writer;
+        updater.update(&self.inner.snapshot, &zone, Change::Zone)?;
         let forwarding_changed = self
             .inner
             .forwarder
@@ -148,16 +99,65 @@ impl DnsServer {
             let forwarder = zone.forward.clone().map(|c| Arc::new(new_forwarder(c)));
             self.inner.forwarder.store(forwarder);
         }
-        self.inner.metrics.zone(revision, snapshot.record_count());
-        self.inner.snapshot.store(Arc::new(snapshot));
-        debug!(revision, services = zone.services.len(), "dns zone applied");
+        let services = std::mem::take(&mut zone.services).len();
+        writer.zone = zone;
+        self.applied(services);
         Ok(())
+    }
+
+    /// Replaces (or adds) one service, keeping the rest of the zone: only that service's names
+    /// are rebuilt, and the update costs the size of that service, not of the zone.
+    pub fn apply_service(&self, service: ServiceRecord) -> Result<(), ZoneError> {
+        let mut writer = self.lock_writer();
+        let Writer { zone, updater } = &mut *writer;
+        updater.update(&self.inner.snapshot, zone, Change::Service(service))?;
+        self.applied(1);
+        Ok(())
+    }
+
+    /// Removes one service; `false` if it was not in the zone.
+    pub fn remove_service(&self, namespace: &str, name: &str) -> Result<bool, ZoneError> {
+        let mut writer = self.lock_writer();
+        let Writer { zone, updater } = &mut *writer;
+        let removed = updater.update(
+            &self.inner.snapshot,
+            zone,
+            Change::Remove { namespace, name },
+        )?;
+        if removed {
+            self.applied(1);
+        }
+        Ok(removed)
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A panic while holding the lock happens before the swap or after it, never half-way:
+        // the snapshot served is always whole. Recover from poisoning.
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that a new snapshot is live; `services` changed.
+    fn applied(&self, services: usize) {
+        let snapshot = self.inner.snapshot.load();
+        self.inner
+            .metrics
+            .zone(snapshot.revision(), snapshot.record_count());
+        debug!(revision = snapshot.revision(), services, "dns zone applied");
     }
 
     /// The revision of the zone served: 1 after [`DnsServer::new`], one more per successful
     /// apply. The SOA serial is its low 32 bits.
     pub fn revision(&self) -> u64 {
         self.inner.snapshot.load().revision()
+    }
+
+    /// The live snapshot.
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
     }
 
     /// Number of records in the zone served (PTR included).

@@ -1,25 +1,42 @@
 //! An immutable, precomputed view of the zone: every name the zone holds, with its record sets
 //! already built and encoded as ready-to-send responses, so that answering a common query is one
 //! hash lookup and one copy.
+//!
+//! A snapshot is immutable while it is served. Updates cost the size of the service that changed,
+//! not of the zone: [`Updater`] keeps a second snapshot beside the live one (left-right double
+//! buffering), brings it up to date with the last update's edits once no query reads it any more,
+//! applies the new edits and swaps it in. The query path stays one flat hash lookup.
 
 mod build;
+mod tables;
 mod template;
+#[cfg(test)]
+mod tests;
+mod update;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use hickory_proto::rr::{Name, Record, RecordType};
 
+use self::tables::Tables;
 pub(crate) use self::template::Template;
+pub(crate) use self::update::{Change, Updater};
 use crate::name::NameKey;
 use crate::zone::ServiceRecord;
 
 /// Keys hash with ahash: the lookup is on the query path of every query.
 type NodeMap = HashMap<Arc<[u8]>, Arc<Node>, ahash::RandomState>;
 
-/// One revision of the zone, ready to answer from. Built by [`Snapshot::build`], never changed
-/// afterwards except for the rotation counter.
+/// A name's key and its node; `None` takes the name out.
+pub(crate) type NameEntry = (Arc<[u8]>, Option<Arc<Node>>);
+
+/// A service: (namespace, name).
+pub(crate) type ServiceId = (Arc<str>, Arc<str>);
+
+/// One revision of the zone, ready to answer from. Built by [`Snapshot::build`] or by an
+/// [`Updater`], never changed while it is served except for the rotation counter.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     revision: u64,
@@ -29,15 +46,13 @@ pub(crate) struct Snapshot {
     origin_key: Box<[u8]>,
     /// TTL of the zone's records.
     record_ttl: u32,
-    /// The cluster zone and the two reverse zones: what negative answers carry.
-    apexes: [Apex; 3],
-    /// Every name served, empty non-terminals of the cluster zone included, by [`NameKey`].
-    nodes: NodeMap,
-    /// What each service contributed, kept so that the next build reuses it when the service
-    /// did not change.
-    services: HashMap<(String, String), Arc<ServicePart>, ahash::RandomState>,
-    /// Records in the zone (for metrics and benchmarks).
-    record_count: usize,
+    /// TTL of negative answers.
+    negative_ttl: u32,
+    /// The cluster zone and the two reverse zones: what negative answers carry. Shared with the
+    /// other buffer of the [`Updater`].
+    apexes: Arc<[Apex; 3]>,
+    /// Every name and what each service contributed.
+    tables: Tables,
     /// Bumped by each answer that rotates a record set, so that clients taking the first record
     /// spread over all of them.
     rotation: AtomicUsize,
@@ -68,16 +83,18 @@ pub(crate) struct Apex {
 pub(crate) struct ServicePart {
     /// The service as it was given, to tell whether the next zone changed it.
     record: ServiceRecord,
+    /// The key of its namespace's name, `<namespace>.svc.<origin>`: an empty non-terminal while
+    /// the namespace has a service.
+    namespace_key: Arc<[u8]>,
     /// Its names: the service, its instances, its SRV names and their empty non-terminals.
-    nodes: Vec<(Arc<[u8]>, Arc<Node>)>,
-    /// Reverse names of its addresses, each with its PTR node alone.
-    ptrs: Vec<Ptr>,
+    nodes: HashMap<Arc<[u8]>, Arc<Node>, ahash::RandomState>,
+    /// Reverse names of its addresses, each with its PTR node alone, by key.
+    ptrs: HashMap<Arc<[u8]>, Arc<Ptr>, ahash::RandomState>,
 }
 
 /// A PTR a service contributes: the reverse name of an address and the name it points at.
 #[derive(Debug)]
 pub(crate) struct Ptr {
-    key: Arc<[u8]>,
     reverse: Name,
     target: Name,
     node: Arc<Node>,
@@ -98,8 +115,11 @@ pub(crate) struct RrSet {
     /// For each record (same index), what goes into the ADDITIONAL section with it: an SRV
     /// target's A/AAAA records. Empty when the type has no additional processing.
     additionals: Vec<Vec<Record>>,
-    /// Responses for a query of this name (lowercase) and type, one per rotation start.
-    templates: Box<[Template]>,
+    /// Responses for a query of this name (lowercase) and type, one per rotation start, each
+    /// encoded by the first query that needs it: an update then costs building the records, not
+    /// encoding every response they could give (most names are never asked for between two
+    /// updates of their service). `None` inside: the encoder failed, the general path answers.
+    templates: Box<[OnceLock<Option<Template>>]>,
 }
 
 /// Where a name stands in a snapshot.
@@ -126,7 +146,7 @@ impl Snapshot {
 
     /// Number of records in the zone.
     pub(crate) fn record_count(&self) -> usize {
-        self.record_count
+        self.tables.record_count()
     }
 
     /// The apex of `zone`.
@@ -145,7 +165,7 @@ impl Snapshot {
     /// Finds the name with lookup key `key`. Reverse names the zone holds no PTR for are out of
     /// zone: they go on to the upstream, as CoreDNS's `fallthrough` does.
     pub(crate) fn find(&self, key: &[u8]) -> Lookup<'_> {
-        if let Some(node) = self.nodes.get(key) {
+        if let Some(node) = self.tables.nodes.get(key) {
             return Lookup::Found(node);
         }
         if is_below(key, &self.origin_key) {
@@ -163,7 +183,7 @@ impl Snapshot {
     /// Number of names, empty non-terminals included.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.nodes.len()
+        self.tables.nodes.len()
     }
 }
 
@@ -192,6 +212,11 @@ impl Apex {
 }
 
 impl Node {
+    /// Number of records of the name.
+    fn record_count(&self) -> usize {
+        self.rrsets.iter().map(|s| s.records.len()).sum()
+    }
+
     /// The record set of `record_type`, if the name has one.
     pub(crate) fn rrset(&self, record_type: RecordType) -> Option<&RrSet> {
         self.rrsets.iter().find(|s| s.record_type == record_type)
@@ -234,35 +259,45 @@ impl RrSet {
         ) && self.records.len() > 1
     }
 
-    /// The rotation starts the templates are built for: every one for small sets, evenly spread
-    /// ones for large sets (so that memory stays linear in the set size).
-    pub(crate) fn rotation_starts(&self) -> impl Iterator<Item = usize> + use<> {
-        let len = self.records.len();
-        let count = if self.rotates() {
-            len.min(template::MAX_ROTATIONS)
+    /// A set of `records` of `record_type`, with `additionals` (one list per record, or none).
+    pub(crate) fn new(
+        record_type: RecordType,
+        records: Vec<Record>,
+        additionals: Vec<Vec<Record>>,
+    ) -> Self {
+        let mut rrset = Self {
+            record_type,
+            records,
+            additionals,
+            templates: Box::new([]),
+        };
+        rrset.templates = (0..rrset.template_count())
+            .map(|_| OnceLock::new())
+            .collect();
+        rrset
+    }
+
+    /// How many rotations get a template: every one for small sets, evenly spread ones for
+    /// large sets (so that memory stays linear in the set size).
+    fn template_count(&self) -> usize {
+        if self.rotates() {
+            self.records.len().min(template::MAX_ROTATIONS)
         } else {
             1
-        };
-        (0..count).map(move |i| i * len / count)
+        }
     }
 
-    /// The precomputed response for rotation counter `rotation`.
+    /// The precomputed response for rotation counter `rotation`, encoded now if it is the first
+    /// query to need it.
     pub(crate) fn template(&self, rotation: usize) -> Option<&Template> {
-        self.templates.get(rotation % self.templates.len().max(1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn below_respects_label_boundaries() {
-        let zone = b"\x05berth\x05local";
-        assert!(is_below(b"\x05berth\x05local", zone));
-        assert!(is_below(b"\x01a\x05berth\x05local", zone));
-        assert!(!is_below(b"\x06xberth\x05local", zone));
-        assert!(!is_below(b"\x05local", zone));
-        assert!(!is_below(b"", zone));
+        let count = self.templates.len();
+        let index = rotation % count.max(1);
+        let slot = self.templates.get(index)?;
+        slot.get_or_init(|| {
+            // The owner of every record of the set is the name queried (in lowercase).
+            let owner = &self.records.first()?.name;
+            Template::build(owner, self, index * self.records.len() / count)
+        })
+        .as_ref()
     }
 }

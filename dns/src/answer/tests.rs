@@ -635,7 +635,7 @@ fn origin_is_case_insensitive_and_may_end_with_a_dot() {
 
 #[test]
 fn snapshot_holds_every_name_and_empty_non_terminal() {
-    let snapshot = crate::snapshot::Snapshot::build(&zone(), 1, None).unwrap();
+    let snapshot = crate::snapshot::Snapshot::build(&zone(), 1).unwrap();
     // apex, svc, default.svc, hello, 3 instances, _tcp + _http.
     // prod.svc, web, web-1, _tcp + _https; dns-version; PTR of 127.0.0.1, the VIP and fd00::1.
     assert_eq!(snapshot.len(), 2 + 1 + 1 + 3 + 2 + 1 + 1 + 1 + 2 + 1 + 3);

@@ -57,13 +57,9 @@ impl Listeners {
             workers,
         };
         for &addr in listen {
-            let first = udp_socket(addr)?;
-            let bound = first.local_addr()?;
-            listeners.udp.push(first);
-            for _ in 1..workers {
-                listeners.udp.push(udp_socket(bound)?);
-            }
-            listeners.tcp.push(tcp_listener(bound)?);
+            let (udp, tcp, bound) = bind_one(addr, workers)?;
+            listeners.udp.extend(udp);
+            listeners.tcp.push(tcp);
             listeners.addrs.push(bound);
         }
         Ok(listeners)
@@ -77,6 +73,37 @@ impl Listeners {
     /// UDP sockets (and threads) per address.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+}
+
+/// Attempts at finding a port free for both UDP and TCP when asked for port 0.
+const PORT_ATTEMPTS: usize = 16;
+
+/// `workers` UDP sockets and a TCP listener on one address. With port 0 the kernel picks the
+/// UDP port, which TCP may already use (another process's connection): pick again then.
+fn bind_one(
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Vec<StdUdpSocket>, StdTcpListener, SocketAddr)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = (|| -> std::io::Result<_> {
+            let first = udp_socket(addr)?;
+            let bound = first.local_addr()?;
+            let mut udp = vec![first];
+            for _ in 1..workers {
+                udp.push(udp_socket(bound)?);
+            }
+            Ok((udp, tcp_listener(bound)?, bound))
+        })();
+        match result {
+            Err(error)
+                if addr.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < PORT_ATTEMPTS => {}
+            result => return result,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Turning a [`Zone`] into a [`Snapshot`]: validation, names, record sets, precomputed
-//! responses. Services unchanged since the previous snapshot are reused whole, so that an update
-//! of one service costs that service plus one pass over the name table.
+//! responses, built per service ([`ServicePart`]) so that an update rebuilds only the service
+//! that changed.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -11,7 +11,8 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::{Apex, Node, NodeMap, Ptr, RrSet, ServicePart, Snapshot, Template, ZoneIndex};
+use super::tables::{Edit, Tables};
+use super::{Apex, NameEntry, Node, Ptr, RrSet, ServiceId, ServicePart, Snapshot, ZoneIndex};
 use crate::error::ZoneError;
 use crate::name::{NameKey, is_dns_label};
 use crate::zone::{PortRecord, Protocol, ServiceRecord, Zone};
@@ -29,124 +30,108 @@ const SRV_TOTAL_WEIGHT: usize = 100;
 const SPEC_VERSION: &str = "1.1.0";
 
 impl Snapshot {
-    /// Validates `zone` and precomputes every answer, as revision `revision`, reusing from
-    /// `previous` what did not change.
-    pub(crate) fn build(
-        zone: &Zone,
-        revision: u64,
-        previous: Option<&Snapshot>,
-    ) -> Result<Self, ZoneError> {
-        Self::build_changed(zone, revision, previous, None)
+    /// Validates `zone` and precomputes every answer, as revision `revision`.
+    pub(crate) fn build(zone: &Zone, revision: u64) -> Result<Self, ZoneError> {
+        let settings = Settings::new(zone)?;
+        let mut upserts = Vec::with_capacity(zone.services.len());
+        let mut seen = HashSet::with_capacity(zone.services.len());
+        for service in &zone.services {
+            let id = service_id(service);
+            if !seen.insert(id.clone()) {
+                return Err(duplicate(&id));
+            }
+            upserts.push((id, Arc::new(settings.service(service, None)?)));
+        }
+        let apex = settings.apex(zone, revision, true)?;
+        let mut snapshot = Self {
+            revision,
+            origin_key: key_of(&settings.origin),
+            origin: settings.origin.clone(),
+            record_ttl: zone.ttl,
+            negative_ttl: negative_ttl(zone),
+            apexes: Arc::new(apex.apexes),
+            tables: Tables::default(),
+            rotation: AtomicUsize::new(0),
+        };
+        // Nothing to replay the edits on.
+        let mut log = None;
+        for (key, node) in apex.names {
+            snapshot.tables.set(Edit::Node(key, node), &mut log);
+        }
+        for (id, part) in upserts {
+            snapshot.tables.upsert(&settings, id, part, &mut log);
+        }
+        Ok(snapshot)
     }
 
-    /// As [`Snapshot::build`]; when `changed` names the only service that may differ from
-    /// `previous`, the others are reused without comparing them.
-    pub(crate) fn build_changed(
-        zone: &Zone,
-        revision: u64,
-        previous: Option<&Snapshot>,
-        changed: Option<(&str, &str)>,
-    ) -> Result<Self, ZoneError> {
-        let origin = parse_origin(&zone.origin)?;
-        for ttl in [zone.ttl, zone.negative_ttl] {
-            if i32::try_from(ttl).is_err() {
-                return Err(ZoneError::InvalidTtl(ttl));
-            }
-        }
-        let settings = Settings {
-            origin: origin.clone(),
-            ttl: zone.ttl,
-        };
-        // Parts depend on the origin and the TTL; anything else they hold is their service's.
-        let reusable = previous.filter(|p| {
-            p.origin == origin
-                && p.apexes[0].negative_soa.ttl == negative_ttl(zone)
-                && p.record_ttl == zone.ttl
-        });
+    /// Whether parts built with `settings` (from `zone`) fit this snapshot: same origin and TTLs.
+    pub(crate) fn fits(&self, settings: &Settings, zone: &Zone) -> bool {
+        self.origin == settings.origin
+            && self.record_ttl == zone.ttl
+            && self.negative_ttl == negative_ttl(zone)
+    }
 
-        let mut seen = HashSet::new();
-        let mut parts = Vec::with_capacity(zone.services.len());
-        for service in &zone.services {
-            let id = (service.namespace.clone(), service.name.clone());
-            if !seen.insert((service.namespace.as_str(), service.name.as_str())) {
-                return Err(ZoneError::DuplicateService {
-                    namespace: id.0,
-                    name: id.1,
-                });
-            }
-            let unchanged = |part: &&Arc<ServicePart>| match changed {
-                Some((namespace, name)) if namespace != id.0 || name != id.1 => true,
-                _ => part.record == *service,
-            };
-            let old = reusable.and_then(|p| p.services.get(&id)).filter(unchanged);
-            let part = match old {
-                Some(part) => Arc::clone(part),
-                None => Arc::new(settings.service(service)?),
-            };
-            parts.push((id, part));
-        }
-
-        let (apex_nodes, apexes) = settings.apex(zone, revision, &parts)?;
-        let mut nodes: NodeMap = HashMap::with_capacity_and_hasher(
-            apex_nodes.len() + parts.iter().map(|(_, p)| p.len()).sum::<usize>(),
-            ahash::RandomState::new(),
-        );
-        nodes.extend(apex_nodes);
-        // Reverse names held by more than one service (an address in several services).
-        let mut shared: HashSet<&Arc<[u8]>> = HashSet::new();
-        for (_, part) in &parts {
-            nodes.extend(
-                part.nodes
-                    .iter()
-                    .map(|(k, n)| (Arc::clone(k), Arc::clone(n))),
-            );
-            for ptr in &part.ptrs {
-                if nodes
-                    .insert(Arc::clone(&ptr.key), Arc::clone(&ptr.node))
-                    .is_some()
-                {
-                    shared.insert(&ptr.key);
-                }
-            }
-        }
-        if !shared.is_empty() {
-            // One PTR per name pointing at the address, as for an address with several names.
-            let mut merged: HashMap<&Arc<[u8]>, Vec<&Ptr>> = HashMap::new();
-            for ptr in parts.iter().flat_map(|(_, p)| &p.ptrs) {
-                if shared.contains(&ptr.key) {
-                    merged.entry(&ptr.key).or_default().push(ptr);
-                }
-            }
-            for (key, ptrs) in merged {
-                let targets = ptrs.iter().map(|p| p.target.clone()).collect();
-                let node = settings.ptr_node(&ptrs[0].reverse, targets);
-                nodes.insert(Arc::clone(key), Arc::new(node));
-            }
-        }
-
-        let record_count = nodes
-            .values()
-            .flat_map(|n| &n.rrsets)
-            .map(|s| s.records.len())
-            .sum();
-        Ok(Self {
-            revision,
-            origin_key: key_of(&origin),
-            origin,
-            record_ttl: zone.ttl,
-            apexes,
-            nodes,
-            services: parts.into_iter().collect(),
-            record_count,
+    /// A copy of the snapshot's state, to be changed (when the other buffer is still read).
+    pub(crate) fn copy(&self) -> Self {
+        Self {
+            revision: self.revision,
+            origin: self.origin.clone(),
+            origin_key: self.origin_key.clone(),
+            record_ttl: self.record_ttl,
+            negative_ttl: self.negative_ttl,
+            apexes: Arc::clone(&self.apexes),
+            tables: self.tables.clone(),
             rotation: AtomicUsize::new(0),
-        })
+        }
+    }
+
+    /// Sets what changes with each revision: the serial and the SOA records carrying it.
+    pub(crate) fn set_revision(&mut self, revision: u64, apexes: [Apex; 3]) {
+        self.revision = revision;
+        self.apexes = Arc::new(apexes);
+    }
+
+    /// The tables, to be changed.
+    pub(crate) fn tables_mut(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+
+    /// The tables.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+/// The id of `service`.
+pub(crate) fn service_id(service: &ServiceRecord) -> ServiceId {
+    (
+        Arc::from(service.namespace.as_str()),
+        Arc::from(service.name.as_str()),
+    )
+}
+
+/// The error for a service given twice.
+pub(crate) fn duplicate(id: &ServiceId) -> ZoneError {
+    ZoneError::DuplicateService {
+        namespace: id.0.to_string(),
+        name: id.1.to_string(),
     }
 }
 
 impl ServicePart {
-    fn len(&self) -> usize {
-        self.nodes.len() + self.ptrs.len()
+    /// The service as it was given.
+    pub(crate) fn record(&self) -> &ServiceRecord {
+        &self.record
     }
+}
+
+/// What changes with each revision, and the zone's own names.
+pub(crate) struct ApexNames {
+    /// The apexes of the three zones, with the SOA of this revision.
+    pub(crate) apexes: [Apex; 3],
+    /// The zone's own names (the apex, whose SOA carries the serial, first); `None` for one the
+    /// zone does not have.
+    pub(crate) names: Vec<NameEntry>,
 }
 
 /// The negative TTL of `zone`: min(SOA TTL, SOA minimum) (RFC 2308 section 3).
@@ -229,6 +214,77 @@ fn reverse_name(address: IpAddr) -> (Name, ZoneIndex) {
     (Name::from(address), zone)
 }
 
+/// The lookup key of the reverse name of `address`, without building the name: the octets
+/// (IPv4, in decimal) or nibbles (IPv6, in lowercase hex) last first, then `in-addr.arpa` or
+/// `ip6.arpa`.
+fn reverse_key(address: IpAddr) -> Vec<u8> {
+    let mut key = Vec::with_capacity(72);
+    match address {
+        IpAddr::V4(ip) => {
+            for octet in ip.octets().iter().rev() {
+                let digits = octet.to_string();
+                // At most 3 digits.
+                key.push(digits.len() as u8);
+                key.extend_from_slice(digits.as_bytes());
+            }
+            key.extend_from_slice(b"\x07in-addr\x04arpa");
+        }
+        IpAddr::V6(ip) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for octet in ip.octets().iter().rev() {
+                key.extend_from_slice(&[1, HEX[usize::from(octet & 0xf)]]);
+                key.extend_from_slice(&[1, HEX[usize::from(octet >> 4)]]);
+            }
+            key.extend_from_slice(b"\x03ip6\x04arpa");
+        }
+    }
+    key
+}
+
+/// Whether `node` holds exactly the A and AAAA records of `addresses` (in their order) and
+/// nothing else, as a node built from them would.
+fn holds_addresses(node: &Node, addresses: &[IpAddr]) -> bool {
+    let v4 = addresses.iter().filter_map(|a| match a {
+        IpAddr::V4(ip) => Some(*ip),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = addresses.iter().filter_map(|a| match a {
+        IpAddr::V6(ip) => Some(*ip),
+        IpAddr::V4(_) => None,
+    });
+    let (v4_count, v6_count) = (v4.clone().count(), v6.clone().count());
+    let records = |record_type| node.rrset(record_type).map_or(&[][..], RrSet::records);
+    let (a, aaaa) = (records(RecordType::A), records(RecordType::AAAA));
+    node.rrsets.len() == usize::from(v4_count > 0) + usize::from(v6_count > 0)
+        && a.len() == v4_count
+        && aaaa.len() == v6_count
+        && a.iter()
+            .zip(v4)
+            .all(|(r, ip)| matches!(&r.data, RData::A(A(x)) if *x == ip))
+        && aaaa
+            .iter()
+            .zip(v6)
+            .all(|(r, ip)| matches!(&r.data, RData::AAAA(AAAA(x)) if *x == ip))
+}
+
+/// The names of a service being built, by key.
+type Builders = HashMap<Box<[u8]>, NodeBuilder, ahash::RandomState>;
+
+/// Adds `address` to the name `key` (the service's, or `host`'s) unless `seen` has it there.
+fn add_address<'a>(
+    builders: &mut Builders,
+    seen: &mut HashSet<(Option<&'a str>, IpAddr), ahash::RandomState>,
+    key: &[u8],
+    host: Option<&'a str>,
+    address: IpAddr,
+) {
+    if seen.insert((host, address))
+        && let Some(node) = builders.get_mut(key)
+    {
+        node.addresses.push(address);
+    }
+}
+
 /// An SRV set of a service being built: (port name, protocol) and its targets (host, port).
 type SrvSet<'a> = ((&'a str, Protocol), Vec<(Name, u16)>);
 
@@ -292,21 +348,35 @@ impl NodeBuilder {
 }
 
 /// What every part of a snapshot is built with.
-struct Settings {
+pub(crate) struct Settings {
     origin: Name,
     ttl: u32,
 }
 
 impl Settings {
-    /// The nodes of the zone's own names (apex, `dns-version`, `svc`, one per namespace) and the
-    /// apexes for negative answers.
-    #[allow(clippy::type_complexity)]
-    fn apex(
+    /// The settings of `zone`, validated.
+    pub(crate) fn new(zone: &Zone) -> Result<Self, ZoneError> {
+        let origin = parse_origin(&zone.origin)?;
+        for ttl in [zone.ttl, zone.negative_ttl] {
+            if i32::try_from(ttl).is_err() {
+                return Err(ZoneError::InvalidTtl(ttl));
+            }
+        }
+        Ok(Self {
+            origin,
+            ttl: zone.ttl,
+        })
+    }
+
+    /// The apexes for negative answers and the nodes of the zone's own names: the apex only,
+    /// or with `all` also `dns-version`, `svc`, `dns` and `ns.dns` (namespaces' names come and
+    /// go with their services).
+    pub(crate) fn apex(
         &self,
         zone: &Zone,
         revision: u64,
-        parts: &[((String, String), Arc<ServicePart>)],
-    ) -> Result<(Vec<(Arc<[u8]>, Arc<Node>)>, [Apex; 3]), ZoneError> {
+        all: bool,
+    ) -> Result<ApexNames, ZoneError> {
         let origin = &self.origin;
         let ns = child(&["ns", "dns"], origin, || "zone".to_owned())?;
         let soa_of = |apex: &Name, ttl| {
@@ -350,39 +420,43 @@ impl Settings {
         let version_name = child(&["dns-version"], origin, || "zone".to_owned())?;
         let mut version = NodeBuilder::new(version_name.clone());
         version.other.push(Record::from_rdata(
-            version_name,
+            version_name.clone(),
             self.ttl,
             RData::TXT(TXT::new(vec![SPEC_VERSION.to_owned()])),
         ));
-        let svc = NodeBuilder::new(child(&["svc"], origin, || "zone".to_owned())?);
-        let mut builders = vec![apex, version, svc];
-        if !zone.nameserver_addresses.is_empty() {
-            let mut server = NodeBuilder::new(ns.clone());
-            for address in &zone.nameserver_addresses {
-                if !server.addresses.contains(address) {
-                    server.addresses.push(*address);
+        let svc_name = child(&["svc"], origin, || "zone".to_owned())?;
+        let svc = NodeBuilder::new(svc_name.clone());
+        let mut builders = vec![Some(apex)];
+        if all {
+            builders.push(Some(version));
+            builders.push(Some(svc));
+            if zone.nameserver_addresses.is_empty() {
+                // Taken out if an earlier zone had them.
+                builders.push(None);
+                builders.push(None);
+            } else {
+                let mut server = NodeBuilder::new(ns.clone());
+                for address in &zone.nameserver_addresses {
+                    if !server.addresses.contains(address) {
+                        server.addresses.push(*address);
+                    }
                 }
+                builders.push(Some(NodeBuilder::new(ns.base_name())));
+                builders.push(Some(server));
             }
-            builders.push(NodeBuilder::new(ns.base_name()));
-            builders.push(server);
         }
-        let namespaces: HashSet<&str> = parts.iter().map(|((ns, _), _)| ns.as_str()).collect();
-        for namespace in namespaces {
-            // Each part checked its namespace label already.
-            let name = child(&[namespace, "svc"], origin, || {
-                format!("namespace {namespace}")
-            })?;
-            builders.push(NodeBuilder::new(name));
-        }
+        let fixed = [origin.clone(), version_name, svc_name, ns.base_name(), ns];
         let none: HashMap<Box<[u8]>, NodeBuilder> = HashMap::new();
-        let nodes = builders
+        let names = fixed
             .iter()
-            .map(|b| {
-                let key: Arc<[u8]> = key_of(&b.name).into();
-                (key, Arc::new(self.node(b, ZoneIndex::Cluster, &none)))
+            .zip(builders)
+            .map(|(name, builder)| {
+                let key: Arc<[u8]> = key_of(name).into();
+                let node = builder.map(|b| Arc::new(self.node(&b, ZoneIndex::Cluster, &none)));
+                (key, node)
             })
             .collect();
-        Ok((nodes, apexes))
+        Ok(ApexNames { apexes, names })
     }
 
     fn negative_apex(&self, soa: Record) -> Apex {
@@ -401,25 +475,42 @@ impl Settings {
         }
     }
 
-    /// Everything `service` puts in the zone.
-    fn service(&self, service: &ServiceRecord) -> Result<ServicePart, ZoneError> {
+    /// Everything `service` puts in the zone. Names and PTRs that `old` (the service's previous
+    /// part, built with the same settings) has unchanged are shared, not built again: an
+    /// endpoint change rebuilds that endpoint's names and the service's sets.
+    pub(crate) fn service(
+        &self,
+        service: &ServiceRecord,
+        old: Option<&ServicePart>,
+    ) -> Result<ServicePart, ZoneError> {
         let (ns, svc) = (service.namespace.as_str(), service.name.as_str());
         let owner = || format!("service {ns}/{svc}");
         check_label(svc, "name", owner)?;
         check_label(ns, "namespace", owner)?;
         let service_name = child(&[svc, ns, "svc"], &self.origin, owner)?;
-        let mut builders: HashMap<Box<[u8]>, NodeBuilder, ahash::RandomState> = HashMap::default();
+        let mut builders = Builders::default();
         ensure(&mut builders, &service_name, &service_name);
-        let mut addresses: Vec<(Name, IpAddr)> = Vec::new();
+        let service_key = key_of(&service_name);
+        // Sets beside the lists keep deduplication linear in the service's size: a service of
+        // thousands of endpoints is as common as one of ten.
+        let mut seen_addresses: HashSet<(Option<&str>, IpAddr), ahash::RandomState> =
+            HashSet::default();
+        let mut add_address = |builders: &mut Builders, key: &[u8], host, address| {
+            add_address(builders, &mut seen_addresses, key, host, address);
+        };
         let mut ptrs: Vec<(IpAddr, Name)> = Vec::new();
+        let mut ptr_addresses: HashSet<IpAddr, ahash::RandomState> = HashSet::default();
         if let Some(vip) = service.vip {
-            addresses.push((service_name.clone(), vip));
+            add_address(&mut builders, &service_key, None, vip);
+            ptr_addresses.insert(vip);
             ptrs.push((vip, service_name.clone()));
         }
 
         // SRV sets by (port name, protocol), in first-seen order: the service's own ports first,
         // so that a declared port with no endpoint yet still exists (as NODATA).
         let mut srv_sets: Vec<SrvSet<'_>> = Vec::new();
+        let mut srv_seen: HashSet<(&str, Protocol, &str, u16), ahash::RandomState> =
+            HashSet::default();
         for port in &service.ports {
             srv_set(&mut srv_sets, port, &owner)?;
         }
@@ -430,18 +521,22 @@ impl Settings {
             let host_name = child(&[host], &service_name, owner)?;
             ensure(&mut builders, &host_name, &service_name);
             if service.vip.is_none() {
-                addresses.push((service_name.clone(), endpoint.address));
+                add_address(&mut builders, &service_key, None, endpoint.address);
             }
-            addresses.push((host_name.clone(), endpoint.address));
-            if !ptrs.iter().any(|(a, _)| *a == endpoint.address) {
+            add_address(
+                &mut builders,
+                &key_of(&host_name),
+                Some(host),
+                endpoint.address,
+            );
+            if ptr_addresses.insert(endpoint.address) {
                 ptrs.push((endpoint.address, host_name.clone()));
             }
             for port in &endpoint.ports {
-                if let Some(targets) = srv_set(&mut srv_sets, port, &owner)? {
-                    let target = (host_name.clone(), port.port);
-                    if !targets.contains(&target) {
-                        targets.push(target);
-                    }
+                if let Some(targets) = srv_set(&mut srv_sets, port, &owner)?
+                    && srv_seen.insert((port.name.as_str(), port.protocol, host, port.port))
+                {
+                    targets.push((host_name.clone(), port.port));
                 }
             }
         }
@@ -456,13 +551,6 @@ impl Settings {
             ensure(&mut builders, &name, &service_name);
             srv_names.push((name, targets));
         }
-        for (name, address) in addresses {
-            if let Some(node) = builders.get_mut(&key_of(&name))
-                && !node.addresses.contains(&address)
-            {
-                node.addresses.push(address);
-            }
-        }
         for (name, targets) in srv_names {
             if let Some(node) = builders.get_mut(&key_of(&name)) {
                 node.srv.extend(targets);
@@ -470,34 +558,54 @@ impl Settings {
         }
 
         let nodes = builders
-            .values()
-            .map(|b| {
-                let key: Arc<[u8]> = key_of(&b.name).into();
-                (key, Arc::new(self.node(b, ZoneIndex::Cluster, &builders)))
+            .iter()
+            .map(|(key, b)| {
+                // A name with addresses only (an instance, a service with a VIP, an empty
+                // non-terminal) is the same node if it has the same addresses; SRV sets depend
+                // on other names, and are rebuilt.
+                let same = old
+                    .filter(|_| b.srv.is_empty() && b.other.is_empty())
+                    .and_then(|old| old.nodes.get(&**key))
+                    .filter(|node| holds_addresses(node, &b.addresses));
+                let node = match same {
+                    Some(node) => Arc::clone(node),
+                    None => Arc::new(self.node(b, ZoneIndex::Cluster, &builders)),
+                };
+                (Arc::from(&**key), node)
             })
             .collect();
         let ptrs = ptrs
             .into_iter()
             .map(|(address, target)| {
-                let (reverse, _) = reverse_name(address);
-                let node = Arc::new(self.ptr_node(&reverse, vec![target.clone()]));
-                Ptr {
-                    key: key_of(&reverse).into(),
-                    reverse,
-                    target,
-                    node,
-                }
+                let key: Arc<[u8]> = reverse_key(address).into();
+                let same = old
+                    .and_then(|old| old.ptrs.get(&key))
+                    .filter(|ptr| ptr.target == target);
+                let ptr = match same {
+                    Some(ptr) => Arc::clone(ptr),
+                    None => {
+                        let (reverse, _) = reverse_name(address);
+                        let node = Arc::new(self.ptr_node(&reverse, vec![target.clone()]));
+                        Arc::new(Ptr {
+                            reverse,
+                            target,
+                            node,
+                        })
+                    }
+                };
+                (key, ptr)
             })
             .collect();
         Ok(ServicePart {
             record: service.clone(),
+            namespace_key: key_of(&service_name.base_name()).into(),
             nodes,
             ptrs,
         })
     }
 
     /// The PTR node of `reverse`, pointing at `targets`.
-    fn ptr_node(&self, reverse: &Name, targets: Vec<Name>) -> Node {
+    pub(crate) fn ptr_node(&self, reverse: &Name, targets: Vec<Name>) -> Node {
         let zone = if reverse.num_labels() > 6 {
             ZoneIndex::ReverseV6
         } else {
@@ -544,17 +652,7 @@ impl Settings {
         let mut rrsets = Vec::new();
         let mut push = |record_type, records: Vec<Record>, additionals| {
             if !records.is_empty() {
-                let mut rrset = RrSet {
-                    record_type,
-                    records,
-                    additionals,
-                    templates: Box::new([]),
-                };
-                rrset.templates = rrset
-                    .rotation_starts()
-                    .filter_map(|start| Template::build(&node.name, &rrset, start))
-                    .collect();
-                rrsets.push(rrset);
+                rrsets.push(RrSet::new(record_type, records, additionals));
             }
         };
         for record_type in [
@@ -589,5 +687,26 @@ impl Settings {
             push(RecordType::SRV, records, additionals);
         }
         Node { zone, rrsets }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_key_is_the_key_of_the_reverse_name() {
+        for address in [
+            "10.0.0.1",
+            "0.0.0.0",
+            "255.254.9.100",
+            "fd00::1",
+            "2001:db8:abcd:12::ff00:42",
+            "::",
+        ] {
+            let address: IpAddr = address.parse().unwrap();
+            let (name, _) = reverse_name(address);
+            assert_eq!(reverse_key(address), &*key_of(&name), "{address}");
+        }
     }
 }

@@ -5,6 +5,7 @@ mod dig;
 mod forwarding;
 mod records;
 mod reload;
+mod scale;
 mod support;
 mod transport;
 mod updates;
