@@ -302,13 +302,19 @@ fn commit(
     })
 }
 
-/// How often a full pass runs even when nothing asks for one: node leases expire by the clock.
-const FULL_PASS_EVERY: Duration = Duration::from_secs(5);
+/// How often the loop checks whether the clock made a decision due (a node lease expired, an
+/// eviction grace or a rollout deadline passed), which a full pass then takes.
+const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a full pass runs even when nothing asks for one, as a safety net: each costs
+/// O(cluster) (~40 ms at 10,000 instances) and holds up the status changes behind it.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs reconcile passes whenever the store changes (and every few seconds regardless) until
 /// `shutdown`: a full pass over a consistent snapshot, then, from the watch that starts at the
 /// snapshot's revision, passes scoped to the apps whose instances reported a new status, until
-/// something changes the cluster's shape or the periodic pass is due.
+/// something changes the cluster's shape, the clock makes a decision due, or the minute's
+/// safety-net pass comes.
 pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
     'full: loop {
         if shutdown.is_cancelled() {
@@ -329,11 +335,20 @@ pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
         let Ok(mut w) = store.watch(revision) else {
             continue;
         };
-        let deadline = tokio::time::Instant::now() + FULL_PASS_EVERY;
+        let last_full = tokio::time::Instant::now();
+        let mut clock_check = last_full + CLOCK_CHECK_EVERY;
         let mut pending = incremental::Trigger::default();
         loop {
-            // Checked here too: a steady stream of status changes must not starve it.
-            if pending.full || tokio::time::Instant::now() >= deadline {
+            // Checked here too: a steady stream of status changes must not starve them.
+            let now = tokio::time::Instant::now();
+            if now >= clock_check {
+                if now >= last_full + FULL_PASS_EVERY || mirror.due(unix_now(), config.node_policy)
+                {
+                    continue 'full;
+                }
+                clock_check = now + CLOCK_CHECK_EVERY;
+            }
+            if pending.full {
                 continue 'full;
             }
             if let Some(app) = pending.apps.pop_first() {
@@ -372,10 +387,12 @@ pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
             own.retain(|r| *r.end() > w.revision());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout_at(deadline, w.next()) => match r {
+                r = tokio::time::timeout_at(clock_check, w.next()) => match r {
                     Ok(Ok(events)) => pending = mirror.apply(&events, &own),
-                    // Fell behind the history, or the periodic pass is due.
-                    Ok(Err(_)) | Err(_) => continue 'full,
+                    // Fell behind the history: a full pass needs no events.
+                    Ok(Err(_)) => continue 'full,
+                    // Time for the clock check.
+                    Err(_) => {}
                 },
             }
         }

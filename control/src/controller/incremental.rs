@@ -51,6 +51,8 @@ pub(super) struct Mirror {
     instances: HashMap<AppId, BTreeSet<String>>,
     /// Service keys by the app they select.
     services: HashMap<AppId, BTreeSet<String>>,
+    /// How many instances each node has.
+    on_node: HashMap<String, usize>,
 }
 
 /// The app an object is indexed under.
@@ -73,6 +75,18 @@ impl Mirror {
     }
 
     fn index(&mut self, key: &str, o: &Object, add: bool) {
+        if let Object::Instance(i) = o
+            && let Some(node) = &i.spec.node
+        {
+            if add {
+                *self.on_node.entry(node.clone()).or_default() += 1;
+            } else if let Some(n) = self.on_node.get_mut(node) {
+                *n -= 1;
+                if *n == 0 {
+                    self.on_node.remove(node);
+                }
+            }
+        }
         let map = match o {
             Object::Instance(_) => &mut self.instances,
             Object::Service(_) => &mut self.services,
@@ -90,14 +104,11 @@ impl Mirror {
     }
 
     fn insert(&mut self, key: String, o: Arc<Object>) -> Option<Arc<Object>> {
-        self.index(&key, &o, true);
-        let old = self.objects.insert(key.clone(), o);
+        let old = self.objects.insert(key.clone(), o.clone());
         if let Some(old) = &old {
-            // Its app may have changed with its spec.
-            if app_of(old) != app_of(&self.objects[&key]) {
-                self.index(&key, old, false);
-            }
+            self.index(&key, old, false);
         }
+        self.index(&key, &o, true);
         old
     }
 
@@ -134,6 +145,38 @@ impl Mirror {
             }
         }
         trigger
+    }
+
+    /// Whether a decision the clock drives is due at `now`: a ready node's lease expired, a
+    /// node not ready for longer than the eviction grace still has instances, or a rollout
+    /// passed its progress deadline. Otherwise a periodic full pass would change nothing.
+    pub(super) fn due(&self, now: u64, policy: super::NodePolicy) -> bool {
+        let of = |kind: Kind| {
+            let prefix = format!("{}/", kind.plural());
+            self.objects
+                .range(prefix.clone()..)
+                .take_while(move |(k, _)| k.starts_with(&prefix))
+                .map(|(_, o)| o)
+        };
+        let nodes = of(Kind::Node).any(|o| match &**o {
+            Object::Node(n) if n.status.ready => {
+                now.saturating_sub(n.status.heartbeat_at) > policy.lease_seconds
+            }
+            Object::Node(n) => {
+                now.saturating_sub(n.status.since) > policy.eviction_seconds
+                    && self.on_node.contains_key(&n.metadata.name)
+            }
+            _ => false,
+        });
+        nodes
+            || of(Kind::App).any(|o| match &**o {
+                Object::App(a) => {
+                    a.status.rollout.phase == crate::api::RolloutPhase::Progressing
+                        && now.saturating_sub(a.status.rollout.last_progress_at)
+                            > u64::from(a.spec.update_strategy.progress_deadline_seconds)
+                }
+                _ => false,
+            })
     }
 
     /// A world holding what a pass over `app` reads: the app, its instances, the services that

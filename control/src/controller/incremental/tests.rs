@@ -420,3 +420,63 @@ async fn scoped_pass_at_scale() {
         full[full.len() - 1],
     );
 }
+
+/// The periodic pass runs only when the clock has a decision to make.
+#[test]
+fn clock_decisions_are_due_only_when_they_would_change_something() {
+    let (_dir, store) = cluster();
+    let policy = crate::controller::NodePolicy::default();
+    let (objects, _) = store.snapshot(&KINDS);
+    let m = Mirror::new(objects);
+    let t = now();
+    assert!(!m.due(t, policy), "fresh heartbeats, rollouts complete");
+    assert!(m.due(t + policy.lease_seconds + 2, policy), "lease expired");
+
+    // Not ready since `t`: due once the eviction grace passed, while it still has instances.
+    store
+        .modify(Kind::Node, "", "n1", |o| {
+            let Object::Node(n) = o else { return false };
+            n.status.ready = false;
+            n.status.since = t;
+            true
+        })
+        .unwrap();
+    let (objects, _) = store.snapshot(&KINDS);
+    let mut m = Mirror::new(objects);
+    assert!(!m.due(t + 1, policy));
+    let late = t + policy.eviction_seconds + 1;
+    assert!(m.due(late, policy));
+    let keys: Vec<String> = m
+        .objects
+        .keys()
+        .filter(|k| k.starts_with("instances/"))
+        .cloned()
+        .collect();
+    for k in keys {
+        m.remove(&k);
+    }
+    assert!(!m.due(late, policy), "nothing left to evict");
+
+    // A rollout past its progress deadline (the node healthy again, heartbeating until then).
+    let deadline = u64::from(UpdateStrategy::default().progress_deadline_seconds);
+    store
+        .modify(Kind::Node, "", "n1", |o| {
+            let Object::Node(n) = o else { return false };
+            n.status.ready = true;
+            n.status.heartbeat_at = t + deadline + 1;
+            true
+        })
+        .unwrap();
+    store
+        .modify(Kind::App, "default", "hello", |o| {
+            let Object::App(a) = o else { return false };
+            a.status.rollout.phase = RolloutPhase::Progressing;
+            a.status.rollout.last_progress_at = t;
+            true
+        })
+        .unwrap();
+    let (objects, _) = store.snapshot(&KINDS);
+    let m = Mirror::new(objects);
+    assert!(!m.due(t + 1, policy));
+    assert!(m.due(t + deadline + 1, policy));
+}
