@@ -187,6 +187,18 @@ async fn spawn(
             .with_context(|| format!("opening {}", log_path.display()))?;
         cmd.stdout(file.try_clone().context("duplicating the log file")?)
             .stderr(file);
+        // Its own UTS namespace with its name as host name, as a pod has.
+        let hostname = super::sandbox::hostname(inst);
+        // SAFETY: the closure runs in the forked child before exec and only makes the
+        // unshare(2) and sethostname(2) system calls on memory prepared before the fork.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+                    .map_err(std::io::Error::from)?;
+                nix::unistd::sethostname(&hostname).map_err(std::io::Error::from)
+            });
+        }
         None
     } else {
         let log = super::logs::LogFile::open(log_path.clone(), super::logs::MAX_LOG_BYTES)

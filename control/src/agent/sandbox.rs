@@ -33,6 +33,21 @@ pub struct CniNetwork {
     pub zone: String,
 }
 
+/// The host name of an instance: its name, cut to the 63 bytes a host name may have (instance
+/// names are DNS labels, so ASCII).
+pub fn hostname(inst: &Instance) -> String {
+    let name = &inst.metadata.name;
+    name.get(..name.len().min(63)).unwrap_or(name).to_owned()
+}
+
+/// The /etc/hosts of an instance, as kubelet writes a pod's: loopback, then its own address
+/// under its host name.
+pub fn hosts_file(address: IpAddr, hostname: &str) -> String {
+    format!(
+        "# berth-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
+    )
+}
+
 /// The resolv.conf of an instance in namespace `ns`: the node's DNS, and the Kubernetes search
 /// path so that `hello` and `hello.other` resolve as they do in a pod.
 pub fn resolv_conf(nameserver: IpAddr, ns: &str, zone: &str) -> String {
@@ -163,8 +178,16 @@ impl CniNetwork {
                 .await
                 .context("CNI ADD task")?
                 .context("CNI ADD")?;
-            result_address(&result)
-                .with_context(|| format!("CNI ADD result has no address: {result}"))
+            let address = result_address(&result)
+                .with_context(|| format!("CNI ADD result has no address: {result}"))?;
+            // As kubelet does: the instance's own name resolves to its address, and
+            // /etc/hostname says its name (its UTS namespace gets it too, see `hostname`).
+            let name = hostname(inst);
+            std::fs::write(etc.join("hosts"), hosts_file(address, &name))
+                .with_context(|| format!("writing {}/hosts", etc.display()))?;
+            std::fs::write(etc.join("hostname"), format!("{name}\n"))
+                .with_context(|| format!("writing {}/hostname", etc.display()))?;
+            Ok(address)
         };
         match created.await {
             Ok(address) => Ok(Sandbox { address, ..stale }),
@@ -279,6 +302,21 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_files_name_the_instance_and_host_names_fit() {
+        let hosts = hosts_file(IpAddr::from([10, 244, 1, 7]), "hello-x2b4d");
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{hosts}");
+        assert!(hosts.ends_with("10.244.1.7\thello-x2b4d\n"), "{hosts}");
+        let mut inst: Instance = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a".repeat(70), "namespace": "default"},
+            "spec": {"app": "a", "template": {"command": "true"}}
+        }))
+        .unwrap();
+        assert_eq!(hostname(&inst).len(), 63);
+        inst.metadata.name = "hello-x2b4d".into();
+        assert_eq!(hostname(&inst), "hello-x2b4d");
+    }
 
     #[test]
     fn resolv_conf_has_the_kubernetes_search_path() {

@@ -424,6 +424,20 @@ fn three_nodes_serve_a_service_by_address_name_vip_and_tls_ingress() -> Result<(
         eprintln!("no cgroups on this machine: limits not checked");
     }
 
+    // Its own host name, in its own UTS namespace, resolving to its own address.
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &a_pid.to_string(), "-u", "hostname"])
+        .output()
+        .context("running nsenter (util-linux)")?;
+    let hostname = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    ensure!(hostname == *a_name, "host name {hostname:?}, not {a_name}");
+    let a_addr = ready[a_name].1;
+    let own = resolve_inside(*a_pid, a_name)?;
+    ensure!(
+        own == vec![a_addr],
+        "{a_name} resolved to {own:?} inside, not {a_addr}"
+    );
+
     // By name, through the instance's resolv.conf and the system resolver; then via the VIP.
     let svc = c.get("/api/v1/namespaces/default/services/hello")?;
     let vip: IpAddr = svc["status"]["vip"]
