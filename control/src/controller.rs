@@ -302,6 +302,76 @@ fn commit(
     })
 }
 
+/// What the controllers' loop counts, for the API server's `/metrics`.
+struct PassMetrics {
+    registry: prometheus_client::registry::Registry,
+    passes: prometheus_client::metrics::family::Family<
+        PassLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    duration: prometheus_client::metrics::family::Family<
+        PassLabels,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+/// Which kind of pass: `full` or `app` (scoped to one app).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PassLabels {
+    scope: &'static str,
+}
+
+fn pass_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    // 50 us to ~1.6 s.
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 16),
+    )
+}
+
+/// One registry per process: every controller loop of the process counts into it (one per
+/// server; tests run several).
+static METRICS: std::sync::LazyLock<PassMetrics> = std::sync::LazyLock::new(|| {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("berth_controller");
+    let passes = prometheus_client::metrics::family::Family::default();
+    let duration = prometheus_client::metrics::family::Family::new_with_constructor(
+        pass_histogram as fn() -> _,
+    );
+    registry.register(
+        "passes",
+        "Reconcile passes, by scope: full (every object) or app (one app after a status change)",
+        passes.clone(),
+    );
+    registry.register(
+        "pass_duration_seconds",
+        "Time of one reconcile pass including its commit, by scope",
+        duration.clone(),
+    );
+    PassMetrics {
+        registry,
+        passes,
+        duration,
+    }
+});
+
+fn count_pass(scope: &'static str, started: std::time::Instant) {
+    let labels = PassLabels { scope };
+    METRICS.passes.get_or_create(&labels).inc();
+    METRICS
+        .duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// The controllers' metrics in the text exposition format.
+pub fn metrics_text() -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode_registry(&mut out, &METRICS.registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
 /// How often the loop checks whether the clock made a decision due (a node lease expired, an
 /// eviction grace or a rollout deadline passed), which a full pass then takes.
 const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -323,7 +393,10 @@ pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
         let (objects, revision) = store.snapshot(&incremental::KINDS);
         let mut mirror = incremental::Mirror::new(objects.iter().cloned());
         let mut own: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
-        match full_pass(&store, &config, objects) {
+        let started = std::time::Instant::now();
+        let result = full_pass(&store, &config, objects);
+        count_pass("full", started);
+        match result {
             Ok((n, written)) => {
                 if n > 0 {
                     tracing::debug!(written = n, "reconciled");
@@ -352,7 +425,10 @@ pub async fn run(store: Store, config: Config, shutdown: CancellationToken) {
                 continue 'full;
             }
             if let Some(app) = pending.apps.pop_first() {
-                match incremental::scoped_pass(&store, &config, &mirror, &app, unix_now()) {
+                let started = std::time::Instant::now();
+                let result = incremental::scoped_pass(&store, &config, &mirror, &app, unix_now());
+                count_pass("app", started);
+                match result {
                     Ok(incremental::Scoped::Done(written)) => {
                         // Read our own writes back before the next pass reads the mirror:
                         // a pass over a stale copy would lose its writes to the revision check.

@@ -101,9 +101,11 @@ impl ApiMetrics {
     /// The text exposition format.
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        out.push_str(&crate::controller::metrics_text());
+        prometheus_client::encoding::text::encode_eof(&mut out).ok();
         out
     }
 }

@@ -312,6 +312,13 @@ async fn the_loop_follows_readiness_changes() {
         report(&store, name, InstanceState::Ready, 9000 + n as u16);
     }
     until(3).await;
+    let text = crate::controller::metrics_text();
+    for line in [
+        "berth_controller_passes_total{scope=\"app\"}",
+        "berth_controller_pass_duration_seconds_count{scope=\"full\"}",
+    ] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
     shutdown.cancel();
     task.await.unwrap();
     assert_eq!(pass(&store, &Config::default()).unwrap(), 0);
