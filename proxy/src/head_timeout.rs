@@ -45,12 +45,15 @@ pub(crate) struct Watched<S> {
     partial: bool,
     /// Nothing was ever read.
     fresh: bool,
-    reclaim: Option<oneshot::Sender<S>>,
+    /// The first-byte deadline passed: on a new connection, hyper's HTTP/1 server takes the
+    /// failed read for a client closing an idle connection and ends without an error.
+    expired: bool,
+    reclaim: Option<oneshot::Sender<(S, bool)>>,
 }
 
 /// Gets the socket back from a [`Watched`] connection when a 408 is due.
 #[derive(Debug)]
-pub(crate) struct Reclaim<S>(oneshot::Receiver<S>);
+pub(crate) struct Reclaim<S>(oneshot::Receiver<(S, bool)>);
 
 /// Wraps `io`; the first read fails after `timeout` without a byte.
 pub(crate) fn watch<S>(io: S, timeout: Duration) -> (Watched<S>, Reclaim<S>) {
@@ -60,6 +63,21 @@ pub(crate) fn watch<S>(io: S, timeout: Duration) -> (Watched<S>, Reclaim<S>) {
         first_byte: Some(Box::pin(tokio::time::sleep(timeout))),
         partial: false,
         fresh: true,
+        expired: false,
+        reclaim: Some(send),
+    };
+    (watched, Reclaim(receive))
+}
+
+/// Wraps `io` whose first bytes have arrived already (a peek saw them): no first-byte timer.
+pub(crate) fn watch_arrived<S>(io: S) -> (Watched<S>, Reclaim<S>) {
+    let (send, receive) = oneshot::channel();
+    let watched = Watched {
+        io: Some(io),
+        first_byte: None,
+        partial: false,
+        fresh: false,
+        expired: false,
         reclaim: Some(send),
     };
     (watched, Reclaim(receive))
@@ -92,12 +110,17 @@ pub(crate) fn is_head_timeout(error: &(dyn std::error::Error + 'static)) -> bool
 pub(crate) async fn answer<S: AsyncWrite + Unpin>(timed_out: bool, reclaim: Reclaim<S>) -> bool {
     let Reclaim(mut receive) = reclaim;
     // Sent on drop only when a 408 is due.
-    let Ok(mut io) = receive.try_recv() else {
+    let Ok((io, expired)) = receive.try_recv() else {
         return false;
     };
-    if !timed_out {
+    if !(timed_out || expired) {
         return false;
     }
+    answer_now(io).await
+}
+
+/// Writes the 408 and closes: for a new connection that sent nothing in time.
+pub(crate) async fn answer_now<S: AsyncWrite + Unpin>(mut io: S) -> bool {
     let written = tokio::time::timeout(WRITE_TIMEOUT, async {
         io.write_all(RESPONSE).await?;
         io.shutdown().await
@@ -112,7 +135,7 @@ impl<S> Drop for Watched<S> {
             && let (Some(io), Some(reclaim)) = (self.io.take(), self.reclaim.take())
         {
             // No receiver: nobody wants a 408 any more; the socket just closes.
-            let _ = reclaim.send(io);
+            let _ = reclaim.send((io, self.expired));
         }
     }
 }
@@ -146,6 +169,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
                     && deadline.as_mut().poll(cx).is_ready()
                 {
                     this.first_byte = None;
+                    this.expired = true;
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         FirstByteTimeout,
@@ -194,6 +218,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().io()?).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.expired {
+            // hyper closes the connection it thinks the client left; the 408 comes first
+            // ([`answer`] shuts the connection down after it).
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(this.io()?).poll_shutdown(cx)
     }
 }

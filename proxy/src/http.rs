@@ -2,6 +2,7 @@
 
 mod body;
 pub(crate) mod cookie;
+mod downstream;
 mod error;
 mod headers;
 pub(crate) mod policy;
@@ -20,14 +21,14 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::Proxy;
 use crate::balance::InFlight;
 use crate::breaker::OverflowKind;
 use crate::config::{HashPolicy, UpstreamProtocol};
 use crate::snapshot::{ClusterEntry, RouteMiss};
-use crate::upstream::{Affinity, Lease};
+use crate::upstream::Lease;
 
 pub(crate) use body::RequestBody;
+pub(crate) use downstream::Downstream;
 use error::{Fault, ProxyError};
 use headers::{add_forwarded, normalise_host, strip_hop_by_hop};
 
@@ -94,14 +95,13 @@ impl Body for UpstreamBody {
 
 /// Proxies one request; every failure becomes a response, never a panic or a dropped stream.
 pub(crate) async fn handle(
-    proxy: &Proxy,
-    listener: &str,
+    downstream: &Downstream,
     mut request: Request<Incoming>,
-    client: SocketAddr,
-    secure: bool,
-    affinity: Option<&Affinity>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    let proxy = &downstream.proxy;
+    let listener = &*downstream.listener;
+    let client = downstream.client;
     // WebSocket and other HTTP/1.1 upgrades: the client's side of the tunnel, if the upstream
     // agrees to switch protocols.
     let upgrade =
@@ -146,14 +146,12 @@ pub(crate) async fn handle(
             }
             (
                 forward(
+                    downstream,
                     &cluster,
                     policy.as_deref(),
                     parts,
                     body,
-                    client.ip(),
                     host.as_ref(),
-                    secure,
-                    affinity,
                 )
                 .await,
                 Some(cluster),
@@ -228,21 +226,22 @@ pub(crate) async fn handle(
 
 /// Sends the request to an endpoint of `cluster`; a connect failure is retried once on
 /// another endpoint.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site, which passes its locals"
-)]
 async fn forward(
+    downstream: &Downstream,
     cluster: &ClusterEntry,
     policy: Option<&policy::RoutePolicy>,
     parts: request::Parts,
     body: Incoming,
-    client: IpAddr,
     host: Option<&HeaderValue>,
-    secure: bool,
-    affinity: Option<&Affinity>,
 ) -> Result<(Response<Incoming>, SocketAddr, (InFlight, Lease)), ProxyError> {
-    let now = std::time::SystemTime::now();
+    let client = downstream.client.ip();
+    let affinity = Some(&downstream.affinity);
+    // The clock is read only for sticky clusters (cookie expiry); others never look at it.
+    let now = if cluster.sticky.is_some() {
+        std::time::SystemTime::now()
+    } else {
+        std::time::SystemTime::UNIX_EPOCH
+    };
     let pinned = cluster.sticky.as_ref().and_then(|(key, index)| {
         let value = cookie::find(&parts.headers, key.cookie_name())?;
         index.get(&key.verify(value, now)?).copied()
@@ -261,7 +260,12 @@ async fn forward(
     let mut index = picked.ok_or(ProxyError::NoHealthyUpstream)?;
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    add_forwarded(&mut headers, client, host, secure);
+    add_forwarded(
+        &mut headers,
+        &downstream.forwarded_for,
+        host,
+        downstream.secure,
+    );
     if let Some(upgrade::Requested(protocol)) = parts.extensions.get::<upgrade::Requested>() {
         upgrade::restore_headers(&mut headers, protocol.clone());
     }
@@ -327,11 +331,13 @@ async fn forward(
         };
 
         let in_flight = endpoint.load.start();
-        let sent = async {
+        // Boxed: the upstream exchange is most of a request's state, and the request future is
+        // moved whole (into hyper's slot for it) once per request.
+        let sent = Box::pin(async {
             match &cluster.pooled {
                 // TLS or circuit-breaker clusters: hyper-util's pool over berth's connector.
-                Some(pooled) => pooled
-                    .request(request)
+                // Boxed: see `Upstream::send`.
+                Some(pooled) => Box::pin(pooled.request(request))
                     .await
                     .map(|response| (response, Lease::default()))
                     .map_err(crate::upstream::SendError::H2),
@@ -342,11 +348,11 @@ async fn forward(
                         .await
                 }
             }
-        };
+        });
         let result = match request_timeout {
-            Some(limit) => match tokio::time::timeout(limit, sent).await {
-                Ok(result) => result,
-                Err(_) => {
+            Some(limit) => match downstream.within(limit, sent).await {
+                Some(result) => result,
+                None => {
                     cluster.record_failure(index);
                     return Err(ProxyError::Timeout {
                         address: endpoint.address,

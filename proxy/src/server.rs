@@ -7,20 +7,26 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use ::http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+mod drain;
+mod sniff;
+
 use crate::Proxy;
-use crate::head_timeout;
-use crate::http;
-use crate::upstream::Affinity;
+use crate::head_timeout::{self, Reclaim, Watched};
+use crate::http::{self, Downstream};
+use drain::Drain;
+use sniff::Sniffed;
 
 /// Resource bounds of a listener.
 #[derive(Clone, Debug)]
@@ -65,9 +71,13 @@ pub(crate) async fn serve_http(
     mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> io::Result<()> {
     let limits = proxy.limits();
-    let builder = builder(&limits);
+    let serving = Arc::new(Serving {
+        auto: auto_builder(&limits),
+        http1: http1_builder(&limits),
+        head_timeout: limits.header_read_timeout,
+    });
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     let listener_metrics = proxy.metrics().listener(&name);
     let mut connections = JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
@@ -87,68 +97,21 @@ pub(crate) async fn serve_http(
         }
 
         let open = listener_metrics.connection();
-        let service_proxy = proxy.clone();
-        let secure = tls.is_some();
-        // The upstream connection this downstream connection's requests reuse.
-        let affinity = Affinity::default();
-        let listener_name = name.clone();
-        let service = service_fn(move |request| {
-            let proxy = service_proxy.clone();
-            let affinity = affinity.clone();
-            let listener_name = listener_name.clone();
-            async move {
-                let response = http::handle(
-                    &proxy,
-                    &listener_name,
-                    request,
-                    client,
-                    secure,
-                    Some(&affinity),
-                )
-                .await;
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let downstream = Arc::new(Downstream::new(
+            proxy.clone(),
+            name.clone(),
+            client,
+            tls.is_some(),
+        ));
+        let watcher = drain.watcher();
         let tls = tls.clone();
-        let handshake_timeout = limits.header_read_timeout;
-        let task_proxy = proxy.clone();
-        connections.spawn(async move {
+        let serving = Arc::clone(&serving);
+        let task = async move {
             let result = match tls {
-                None => {
-                    let (stream, reclaim) = head_timeout::watch(stream, handshake_timeout);
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    // Boxed, here and below: the task then holds a pointer instead of a few
-                    // KiB of connection state, which spawning copied for every connection
-                    // (callgrind: ~2,800 instructions of memcpy per new connection).
-                    let result = Box::pin(watcher.watch(connection.into_owned())).await;
-                    answer_slow_client(&task_proxy, &result, reclaim, client).await;
-                    result
-                }
+                None => serve_plain(&serving, stream, downstream, watcher).await,
+                // Boxed: a TLS connection's state would size (and be copied with) every task.
                 Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    // The handshake is bounded like a request head: a slow client holds nothing.
-                    let accept = Box::pin(acceptor.accept(stream));
-                    match tokio::time::timeout(handshake_timeout, accept).await {
-                        Ok(Ok(stream)) => {
-                            let (stream, reclaim) = head_timeout::watch(stream, handshake_timeout);
-                            let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            let result = Box::pin(watcher.watch(connection.into_owned())).await;
-                            answer_slow_client(&task_proxy, &result, reclaim, client).await;
-                            result
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%client, %error, "tls handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%client, "tls handshake timed out");
-                            Ok(())
-                        }
-                    }
+                    Box::pin(serve_tls(&serving, stream, config, downstream, watcher)).await
                 }
             };
             if let Err(error) = result {
@@ -156,15 +119,13 @@ pub(crate) async fn serve_http(
                 tracing::debug!(%client, error, "connection ended with an error");
             }
             drop((permit, open));
-        });
+        };
+        connections.spawn(task);
     }
 
     drop(listener);
-    tracing::info!(
-        open = graceful.count(),
-        "shutting down, draining connections"
-    );
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    tracing::info!(open = drain.count(), "shutting down, draining connections");
+    if tokio::time::timeout(limits.drain_timeout, drain.shutdown())
         .await
         .is_err()
     {
@@ -174,24 +135,180 @@ pub(crate) async fn serve_http(
     Ok(())
 }
 
+/// How a listener serves its connections; shared by them, never copied per connection.
+struct Serving {
+    /// HTTP/1 or h2, told apart by the first bytes (h2 prior knowledge, TLS with ALPN h2).
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/1 connections known to be HTTP/1 before the first read.
+    http1: http1::Builder,
+    head_timeout: Duration,
+}
+
+type ConnectionResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A plain-text connection: HTTP/1 straight to hyper's HTTP/1 server when its first bytes
+/// say so (see [`sniff`]), else the auto builder.
+async fn serve_plain(
+    serving: &Serving,
+    stream: TcpStream,
+    downstream: Arc<Downstream>,
+    watcher: drain::Watcher,
+) -> ConnectionResult {
+    match sniff::sniff(&stream, serving.head_timeout).await {
+        Sniffed::Http1 => {
+            let (stream, reclaim) = head_timeout::watch_arrived(stream);
+            serve_http1(serving, stream, reclaim, downstream, watcher).await
+        }
+        Sniffed::Undecided => {
+            let (stream, reclaim) = head_timeout::watch_arrived(stream);
+            serve_auto(serving, stream, reclaim, downstream, watcher).await
+        }
+        Sniffed::Closed => Ok(()),
+        Sniffed::TimedOut => {
+            // A new connection that sent nothing: 408, as HAProxy answers.
+            if head_timeout::answer_now(stream).await {
+                answered_slow_client(&downstream);
+            }
+            Ok(())
+        }
+        Sniffed::Failed(error) => Err(error.into()),
+    }
+}
+
+/// A TLS connection: the handshake, bounded like a request head, then the auto builder if ALPN
+/// chose h2, else HTTP/1 directly: HTTP/2 over TLS is negotiated with ALPN (RFC 9113 §3.2;
+/// prior knowledge is for cleartext), so without `h2` the client speaks HTTP/1.
+async fn serve_tls(
+    serving: &Serving,
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    downstream: Arc<Downstream>,
+    watcher: drain::Watcher,
+) -> ConnectionResult {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    // Boxed: the handshake state is large and only lives this long.
+    let accept = Box::pin(acceptor.accept(stream));
+    let client = downstream.client;
+    match tokio::time::timeout(serving.head_timeout, accept).await {
+        Ok(Ok(stream)) => {
+            let http1 = stream.get_ref().1.alpn_protocol() != Some(b"h2");
+            let (stream, reclaim) = head_timeout::watch(stream, serving.head_timeout);
+            if http1 {
+                serve_http1(serving, stream, reclaim, downstream, watcher).await
+            } else {
+                serve_auto(serving, stream, reclaim, downstream, watcher).await
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%client, %error, "tls handshake failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::debug!(%client, "tls handshake timed out");
+            Ok(())
+        }
+    }
+}
+
+async fn serve_http1<S>(
+    serving: &Serving,
+    stream: Watched<S>,
+    reclaim: Reclaim<S>,
+    downstream: Arc<Downstream>,
+    watcher: drain::Watcher,
+) -> ConnectionResult
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed where it is made, here and below: the task then holds a pointer instead of a few
+    // KiB of connection state, which spawning copied for every connection (callgrind: ~2,800
+    // instructions of memcpy per new connection).
+    let connection = Box::pin(
+        serving
+            .http1
+            .serve_connection(TokioIo::new(stream), service(Arc::clone(&downstream)))
+            .with_upgrades(),
+    );
+    let result = drain::serve(connection, watcher, |c| c.as_mut().graceful_shutdown())
+        .await
+        .map_err(Into::into);
+    answer_slow_client(&downstream, &result, reclaim).await;
+    result
+}
+
+async fn serve_auto<S>(
+    serving: &Serving,
+    stream: Watched<S>,
+    reclaim: Reclaim<S>,
+    downstream: Arc<Downstream>,
+    watcher: drain::Watcher,
+) -> ConnectionResult
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = Box::pin(
+        serving
+            .auto
+            .serve_connection_with_upgrades(TokioIo::new(stream), service(Arc::clone(&downstream))),
+    );
+    let result = drain::serve(connection, watcher, |c| c.as_mut().graceful_shutdown()).await;
+    answer_slow_client(&downstream, &result, reclaim).await;
+    result
+}
+
+/// The per-request entry point: one reference count per request. The future is not boxed:
+/// hyper keeps it in a slot allocated once per connection.
+fn service(
+    downstream: Arc<Downstream>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<http::ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<http::ResponseBody>, Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |request| {
+        let downstream = Arc::clone(&downstream);
+        async move { Ok(http::handle(&downstream, request).await) }
+    })
+}
+
+fn answered_slow_client(downstream: &Downstream) {
+    tracing::debug!(client = %downstream.client, "request head timed out, answered 408");
+    // Counted like the proxy's other answers (no cluster; no head, so no duration).
+    downstream
+        .proxy
+        .metrics()
+        .request(None, 408, Duration::ZERO);
+}
+
 /// 408 to a client whose request head did not arrive in time (see [`head_timeout`]).
-async fn answer_slow_client<S: tokio::io::AsyncWrite + Unpin>(
-    proxy: &Proxy,
-    result: &Result<(), Box<dyn std::error::Error + Send + Sync>>,
-    reclaim: head_timeout::Reclaim<S>,
-    client: SocketAddr,
+async fn answer_slow_client<S: AsyncWrite + Unpin>(
+    downstream: &Downstream,
+    result: &ConnectionResult,
+    reclaim: Reclaim<S>,
 ) {
     let timed_out = result
         .as_ref()
         .is_err_and(|error| head_timeout::is_head_timeout(&**error));
     if head_timeout::answer(timed_out, reclaim).await {
-        tracing::debug!(%client, "request head timed out, answered 408");
-        // Counted like the proxy's other answers (no cluster; no head, so no duration).
-        proxy.metrics().request(None, 408, Duration::ZERO);
+        answered_slow_client(downstream);
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_header_count)
+        .max_buf_size(limits.max_header_bytes)
+        // As below.
+        .writev(false);
+    builder
+}
+
+fn auto_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

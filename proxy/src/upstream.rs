@@ -237,7 +237,11 @@ impl Upstream {
         affinity: Option<&Affinity>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         if let Some(client) = &self.inner.h2 {
-            let response = client.request(request).await.map_err(SendError::H2)?;
+            // Boxed, as below: a large future, which would otherwise size (and be copied with)
+            // every request's future.
+            let response = Box::pin(client.request(request))
+                .await
+                .map_err(SendError::H2)?;
             return Ok((response, Lease::default()));
         }
         origin_form(&mut request, authority);
@@ -294,7 +298,9 @@ impl Upstream {
                 }
             }
         }
-        Ok((self.connect(endpoint).await?, false))
+        // Boxed: connecting is rare on a warm cluster, and its large future would otherwise
+        // size every request's future, which hyper copies once per request.
+        Ok((Box::pin(self.connect(endpoint)).await?, false))
     }
 
     async fn connect(

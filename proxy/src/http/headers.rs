@@ -24,56 +24,109 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes the hop-by-hop headers and every header the Connection header lists.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (a handful, compared without hashing) instead of seven hashed
-    // removals on every message: most messages carry none of these. Measured with callgrind at
-    // ~5% of the instructions per proxied request before.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names (a handful, compared without hashing) notes which of these are
+    // present, instead of seven hashed removals on every message: most messages carry none of
+    // them. Measured with callgrind at ~5% of the instructions per proxied request before.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
+    // HOP_BY_HOP[0] is Connection.
+    if present & 1 != 0 {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        match (values.next().cloned(), values.next()) {
+            // The usual single header (`close`, `keep-alive`, `upgrade`): a reference count
+            // and lookups by `&str`, nothing allocated.
+            (Some(only), None) => remove_listed(headers, &only),
+            _ => {
+                let all: Vec<HeaderValue> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                for value in &all {
+                    remove_listed(headers, value);
+                }
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+}
+
+/// Removes the headers a Connection header value lists; tokens that are no header name are
+/// skipped.
+fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(listed) = connection.to_str() else {
+        return;
+    };
+    for token in listed.split(',') {
+        let token = token.trim();
+        if !token.is_empty() {
+            // Looked up case-insensitively, without allocating; an invalid name finds nothing.
+            headers.remove(token);
+        }
     }
 }
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and X-Forwarded-Host.
+/// `client` is the client's address as [`ip_value`] wrote it, which a request without
+/// X-Forwarded-For gets as is (a reference count, no formatting, no allocation).
 pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     host: Option<&HeaderValue>,
     secure: bool,
 ) {
-    // One allocation, handed to the header value without a copy.
-    let mut chain = String::with_capacity(48);
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        // Header values that are not visible ASCII are dropped from the chain.
-        if let Ok(value) = value.to_str() {
-            chain.push_str(value);
-            chain.push_str(", ");
+    let value = match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(entry) => {
+            entry.insert(client.clone());
+            None
         }
+        header::Entry::Occupied(entry) => {
+            // One allocation, handed to the header value without a copy.
+            let mut chain = Vec::with_capacity(48);
+            for value in entry.iter() {
+                // Header values that are not visible ASCII are dropped from the chain.
+                if value.to_str().is_ok() {
+                    chain.extend_from_slice(value.as_bytes());
+                    chain.extend_from_slice(b", ");
+                }
+            }
+            chain.extend_from_slice(client.as_bytes());
+            // Only visible ASCII went in, so this cannot fail; "unknown" keeps the header.
+            Some(
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(chain))
+                    .unwrap_or(HeaderValue::from_static("unknown")),
+            )
+        }
+    };
+    if let Some(value) = value {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    push_ip(&mut chain, client);
-    // Only visible ASCII went in, so this cannot fail; "unknown" keeps the header present.
-    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(chain))
-        .unwrap_or(HeaderValue::from_static("unknown"));
-    headers.insert(X_FORWARDED_FOR, value);
     let proto = if secure { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// `ip` as a header value, written as `Display` writes it (IPv4-mapped addresses as IPv4).
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut out = String::with_capacity(15);
+    push_ip(&mut out, ip);
+    // Digits, dots, colons and hex letters only.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Appends `ip` as `Display` writes it (IPv4-mapped addresses as IPv4); IPv4 without the
@@ -185,8 +238,8 @@ mod tests {
         );
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("hello.localhost:8080");
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        add_forwarded(&mut h, mapped, Some(&host), false);
+        let mapped = ip_value("::ffff:10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &mapped, Some(&host), false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -194,7 +247,7 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
-        add_forwarded(&mut h, "::1".parse().unwrap(), None, true);
+        add_forwarded(&mut h, &ip_value("::1".parse().unwrap()), None, true);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(!h.contains_key("x-forwarded-host"));

@@ -69,8 +69,11 @@ pub(crate) fn generate() -> HeaderValue {
     out[14..18].copy_from_slice(&hex[12..16]);
     out[19..23].copy_from_slice(&hex[16..20]);
     out[24..].copy_from_slice(&hex[20..]);
+    // One allocation, shared by the request's and the response's header: `from_owner` makes
+    // clones reference counts, where a copied slice is re-allocated on its first clone.
     // Only hex digits and dashes, always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or(HeaderValue::from_static("-"))
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -91,3 +91,41 @@ async fn h2_upstream_with_prior_knowledge() {
         );
     }
 }
+
+/// The proxy tells HTTP/1 from h2 prior knowledge by peeking at the first bytes; a preface or
+/// a request line that arrives in pieces must still be recognised.
+#[tokio::test]
+async fn protocol_detected_from_split_first_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await;
+    let pause = std::time::Duration::from_millis(50);
+
+    // h2: the preface in two writes, then an empty SETTINGS frame; the server's first frame
+    // is its own SETTINGS (type 4 on stream 0).
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(pause).await;
+    s.write_all(b"\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(REQUEST_TIMEOUT, s.read_exact(&mut frame))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((frame[3], &frame[5..9]), (4, &[0u8; 4][..]), "{frame:?}");
+
+    // HTTP/1: one byte, then the rest of the request.
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"G").await.unwrap();
+    tokio::time::sleep(pause).await;
+    s.write_all(b"ET / HTTP/1.1\r\nhost: hello.localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, s.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+}
