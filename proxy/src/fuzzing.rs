@@ -33,3 +33,9 @@ pub fn config(data: &[u8]) {
         }
     }
 }
+
+/// Parses `data` as a response from an endpoint to berth's HTTP/1.1 client: head, framing,
+/// keep-alive, and a chunked body.
+pub fn upstream_response(data: &[u8]) {
+    crate::upstream::fuzz_response(data);
+}

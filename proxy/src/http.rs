@@ -25,7 +25,7 @@ use crate::balance::InFlight;
 use crate::breaker::OverflowKind;
 use crate::config::{HashPolicy, UpstreamProtocol};
 use crate::snapshot::{ClusterEntry, RouteMiss};
-use crate::upstream::Lease;
+use crate::upstream::{self, Lease};
 
 pub(crate) use body::RequestBody;
 pub(crate) use downstream::Downstream;
@@ -38,7 +38,7 @@ pub(crate) type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 /// A response body streamed from an endpoint, which counts as in flight until it ends.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: upstream::Body,
     _in_flight: InFlight,
     /// The upstream connection, free again once this body was read to its end.
     lease: Lease,
@@ -49,7 +49,7 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // A body without content (HEAD, 204, 304, length 0) is dropped without being read.
         if self.ended || self.inner.is_end_stream() {
-            self.lease.release();
+            self.lease.release(&mut self.inner);
         }
     }
 }
@@ -81,7 +81,7 @@ impl Body for UpstreamBody {
         {
             this.ended = true;
         }
-        Poll::Ready(frame.map(|result| result.map_err(Into::into)))
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -107,6 +107,9 @@ pub(crate) async fn handle(
     let upgrade =
         upgrade::requested(&request).map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let (mut parts, body) = request.into_parts();
+    // Room for what the proxy adds (request id, X-Forwarded-*), grown once rather than as
+    // each is inserted.
+    parts.headers.reserve(4);
     // Cheap clones (reference counts) kept for the access log.
     let method = parts.method.clone();
     let uri = parts.uri.clone();
@@ -233,7 +236,7 @@ async fn forward(
     parts: request::Parts,
     body: Incoming,
     host: Option<&HeaderValue>,
-) -> Result<(Response<Incoming>, SocketAddr, (InFlight, Lease)), ProxyError> {
+) -> Result<(Response<upstream::Body>, SocketAddr, (InFlight, Lease)), ProxyError> {
     let client = downstream.client.ip();
     let affinity = Some(&downstream.affinity);
     // The clock is read only for sticky clusters (cookie expiry); others never look at it.
@@ -339,7 +342,7 @@ async fn forward(
                 // Boxed: see `Upstream::send`.
                 Some(pooled) => Box::pin(pooled.request(request))
                     .await
-                    .map(|response| (response, Lease::default()))
+                    .map(|response| (response.map(upstream::Body::Hyper), Lease::default()))
                     .map_err(crate::upstream::SendError::H2),
                 None => {
                     cluster
@@ -423,9 +426,9 @@ fn sticky_response(
     cluster: &ClusterEntry,
     pinned: Option<usize>,
     used: usize,
-    mut response: Response<Incoming>,
+    mut response: Response<upstream::Body>,
     now: std::time::SystemTime,
-) -> Response<Incoming> {
+) -> Response<upstream::Body> {
     if let Some((key, _)) = &cluster.sticky
         && pinned != Some(used)
         && let Some(id) = &cluster.endpoints[used].sticky_id
@@ -437,7 +440,7 @@ fn sticky_response(
 }
 
 /// Methods RFC 9110 §9.2.2 calls idempotent: safe to send twice.
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -484,7 +487,7 @@ pub(crate) fn with_ip_key<R>(ip: IpAddr, f: impl FnOnce(&[u8]) -> R) -> R {
 }
 
 fn response_from_upstream(
-    response: Response<Incoming>,
+    response: Response<upstream::Body>,
     (in_flight, lease): (InFlight, Lease),
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();

@@ -6,17 +6,28 @@
 //! upstream connection without touching the shared pool. hyper-util's pooled client, which h2
 //! clusters still use since they multiplex, was ~7% of the proxy's CPU in `perf` on
 //! `bench/proxy.sh` keepalive (pool checkout, SipHash of the pool key, URI rewriting).
+//!
+//! Requests without a body go through berth's own HTTP/1.1 client ([`h1`]), in the request's
+//! task; the others through hyper's, whose connections run in tasks of their own. Both kinds
+//! of connection share the idle lists, told apart when taken.
+
+mod h1;
+
+pub(crate) use h1::fuzz_response;
 
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, Uri, header};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -71,8 +82,64 @@ struct IdlePool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
+}
+
+/// An HTTP/1.1 connection: hyper's (its task holds the socket), or berth's.
+#[derive(Debug)]
+enum Conn {
+    Hyper(http1::SendRequest<RequestBody>),
+    Own(h1::Conn),
+}
+
+impl Conn {
+    fn is_own(&self) -> bool {
+        matches!(self, Self::Own(_))
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Self::Hyper(sender) => !sender.is_closed(),
+            Self::Own(conn) => conn.is_open(),
+        }
+    }
+}
+
+/// A response body from an endpoint, as either client reads it.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Hyper(Incoming),
+    Own(h1::Body),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Own(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(body) => body.is_end_stream(),
+            Self::Own(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(body) => body.size_hint(),
+            Self::Own(body) => body.size_hint(),
+        }
+    }
 }
 
 /// Why a request could not be sent upstream or got no response head.
@@ -86,6 +153,8 @@ pub(crate) enum SendError {
     Handshake(#[source] hyper::Error),
     #[error("request failed")]
     Request(#[source] hyper::Error),
+    #[error("http/1.1 exchange failed")]
+    Exchange(#[source] h1::Error),
     #[error("h2 request failed")]
     H2(#[source] hyper_util::client::legacy::Error),
 }
@@ -95,7 +164,7 @@ impl SendError {
     pub(crate) fn is_connect(&self) -> bool {
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) => true,
-            Self::Request(_) => false,
+            Self::Request(_) | Self::Exchange(_) => false,
             Self::H2(error) => error.is_connect(),
         }
     }
@@ -155,15 +224,15 @@ impl Affinity {
 /// on drop, unless it was closed or found broken.
 #[derive(Debug)]
 struct Pooled {
-    sender: Option<http1::SendRequest<RequestBody>>,
+    conn: Option<Conn>,
     endpoint: SocketAddr,
     pool: Weak<Inner>,
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
-            pool.check_in(self.endpoint, sender);
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
+            pool.check_in(self.endpoint, conn);
         }
     }
 }
@@ -178,13 +247,21 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// Called when the response body ended: the connection is free again.
-    pub(crate) fn release(&mut self) {
-        if let Some(pooled) = self.pooled.take() {
-            match &self.affinity {
-                Some(affinity) => affinity.keep(pooled),
-                None => drop(pooled),
-            }
+    /// Called when the response body ended: the connection is free again. A connection berth's
+    /// client reads comes back from `body`, if the body let it go.
+    pub(crate) fn release(&mut self, body: &mut Body) {
+        let Some(mut pooled) = self.pooled.take() else {
+            return;
+        };
+        if let Body::Own(body) = body {
+            pooled.conn = body.take_reusable().map(Conn::Own);
+        }
+        if pooled.conn.is_none() {
+            return;
+        }
+        match &self.affinity {
+            Some(affinity) => affinity.keep(pooled),
+            None => drop(pooled),
         }
     }
 }
@@ -193,7 +270,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         // Not released: the response did not end cleanly; its connection cannot be reused.
         if let Some(pooled) = &mut self.pooled {
-            pooled.sender = None;
+            pooled.conn = None;
         }
     }
 }
@@ -235,14 +312,17 @@ impl Upstream {
         endpoint: SocketAddr,
         authority: &Authority,
         affinity: Option<&Affinity>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<Body>, Lease), SendError> {
         if let Some(client) = &self.inner.h2 {
             // Boxed, as below: a large future, which would otherwise size (and be copied with)
             // every request's future.
             let response = Box::pin(client.request(request))
                 .await
                 .map_err(SendError::H2)?;
-            return Ok((response, Lease::default()));
+            return Ok((response.map(Body::Hyper), Lease::default()));
+        }
+        if h1::eligible(&request) {
+            return self.send_own(request, endpoint, authority, affinity).await;
         }
         origin_form(&mut request, authority);
         let mut stale_tries = 0;
@@ -252,15 +332,8 @@ impl Upstream {
                 .await?;
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let lease = Lease {
-                        pooled: Some(Pooled {
-                            sender: Some(sender),
-                            endpoint,
-                            pool: Arc::downgrade(&self.inner),
-                        }),
-                        affinity: affinity.cloned(),
-                    };
-                    return Ok((response, lease));
+                    let lease = self.lease(Some(Conn::Hyper(sender)), endpoint, affinity);
+                    return Ok((response.map(Body::Hyper), lease));
                 }
                 Err(mut error) => match error.take_message() {
                     // The connection closed before the request left: a reused one that the
@@ -275,6 +348,78 @@ impl Upstream {
         }
     }
 
+    /// Sends a request without a body with berth's client (see [`h1`]), in this task.
+    async fn send_own(
+        &self,
+        request: Request<RequestBody>,
+        endpoint: SocketAddr,
+        authority: &Authority,
+        affinity: Option<&Affinity>,
+    ) -> Result<(Response<Body>, Lease), SendError> {
+        // A request that may have reached the endpoint goes again only if idempotent (RFC 9110
+        // section 9.2.2); the caller's retry policy then decides about other endpoints.
+        let idempotent = crate::http::is_idempotent(request.method());
+        let mut stale_tries = 0;
+        loop {
+            let (conn, reused) = self
+                .check_out_own(endpoint, affinity, stale_tries < MAX_STALE_TRIES)
+                .await?;
+            match conn.send(&request, authority.as_str()).await {
+                Ok(response) => {
+                    let lease = self.lease(None, endpoint, affinity);
+                    return Ok((response.map(Body::Own), lease));
+                }
+                // A reused connection the server was closing as the request left.
+                Err(failure) if reused && failure.unanswered && idempotent => stale_tries += 1,
+                Err(failure) => return Err(SendError::Exchange(failure.error)),
+            }
+        }
+    }
+
+    /// The lease of a response on a connection to `endpoint` (`conn`: hyper's, which the
+    /// response does not hold; berth's comes back from the body).
+    fn lease(
+        &self,
+        conn: Option<Conn>,
+        endpoint: SocketAddr,
+        affinity: Option<&Affinity>,
+    ) -> Lease {
+        Lease {
+            pooled: Some(Pooled {
+                conn,
+                endpoint,
+                pool: Arc::downgrade(&self.inner),
+            }),
+            affinity: affinity.cloned(),
+        }
+    }
+
+    /// An open connection of berth's client to `endpoint`, as [`Self::check_out`].
+    async fn check_out_own(
+        &self,
+        endpoint: SocketAddr,
+        affinity: Option<&Affinity>,
+        reuse: bool,
+    ) -> Result<(h1::Conn, bool), SendError> {
+        if reuse {
+            if let Some(mut pooled) = affinity.and_then(Affinity::take)
+                && pooled.endpoint == endpoint
+                && matches!(&pooled.conn, Some(conn) if conn.is_own())
+                && let Some(Conn::Own(conn)) = pooled.conn.take()
+                && conn.is_open()
+            {
+                return Ok((conn, true));
+            }
+            while let Some(conn) = self.inner.take_idle(endpoint, true) {
+                if let Conn::Own(conn) = conn {
+                    return Ok((conn, true));
+                }
+            }
+        }
+        let stream = Box::pin(self.connect_tcp(endpoint)).await?;
+        Ok((h1::Conn::new(stream), false))
+    }
+
     /// A ready connection to `endpoint`: the affinity slot's, an idle one (if `reuse`), or a
     /// new one; with whether it was reused.
     async fn check_out(
@@ -286,14 +431,17 @@ impl Upstream {
         if reuse {
             if let Some(mut pooled) = affinity.and_then(Affinity::take)
                 && pooled.endpoint == endpoint
-                && let Some(mut sender) = pooled.sender.take()
+                && matches!(&pooled.conn, Some(conn) if !conn.is_own())
+                && let Some(Conn::Hyper(mut sender)) = pooled.conn.take()
                 && sender.ready().await.is_ok()
             {
                 return Ok((sender, true));
             }
             // A connection held for another endpoint went back to its idle list (on drop).
-            while let Some(mut sender) = self.inner.take_idle(endpoint) {
-                if sender.ready().await.is_ok() {
+            while let Some(conn) = self.inner.take_idle(endpoint, false) {
+                if let Conn::Hyper(mut sender) = conn
+                    && sender.ready().await.is_ok()
+                {
                     return Ok((sender, true));
                 }
             }
@@ -307,18 +455,7 @@ impl Upstream {
         &self,
         endpoint: SocketAddr,
     ) -> Result<http1::SendRequest<RequestBody>, SendError> {
-        let timeout = self.inner.connect_timeout;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
-            .await
-            .map_err(|_| SendError::ConnectTimeout(timeout))?
-            .map_err(SendError::Connect)?;
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, %endpoint, "set_nodelay failed");
-        }
-        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
-            tracing::debug!(%error, %endpoint, "set_tcp_keepalive failed");
-        }
+        let stream = self.connect_tcp(endpoint).await?;
         let (sender, connection) = http1::Builder::new()
             // As on the listener side (server.rs): send(2) over writev(2).
             .writev(false)
@@ -332,24 +469,45 @@ impl Upstream {
         });
         Ok(sender)
     }
+
+    /// A new TCP connection to `endpoint`, with no delay and TCP keep-alive.
+    async fn connect_tcp(&self, endpoint: SocketAddr) -> Result<TcpStream, SendError> {
+        let timeout = self.inner.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| SendError::ConnectTimeout(timeout))?
+            .map_err(SendError::Connect)?;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, %endpoint, "set_nodelay failed");
+        }
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%error, %endpoint, "set_tcp_keepalive failed");
+        }
+        Ok(stream)
+    }
 }
 
 impl Inner {
-    /// The most recently used idle connection to `endpoint` that is still open and fresh.
-    fn take_idle(&self, endpoint: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+    /// The most recently used idle connection to `endpoint` of berth's client (`own`) or
+    /// hyper's that is still open and fresh. Closed and expired ones met on the way go.
+    fn take_idle(&self, endpoint: SocketAddr, own: bool) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.by_endpoint.get_mut(&endpoint)?;
         let now = Instant::now();
-        while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() && now.duration_since(entry.since) < POOL_IDLE_TIMEOUT {
-                return Some(entry.sender);
+        // The newest of the wanted kind; the kinds mix only where requests with and without a
+        // body go to one endpoint.
+        while let Some(at) = list.iter().rposition(|e| e.conn.is_own() == own) {
+            let entry = list.remove(at);
+            if entry.conn.is_open() && now.duration_since(entry.since) < POOL_IDLE_TIMEOUT {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    fn check_in(&self, endpoint: SocketAddr, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn check_in(&self, endpoint: SocketAddr, conn: Conn) {
+        if !conn.is_open() {
             return;
         }
         let now = Instant::now();
@@ -363,7 +521,7 @@ impl Inner {
             idle.swept = Some(now);
             idle.by_endpoint.retain(|_, list| {
                 list.retain(|e| {
-                    !e.sender.is_closed() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT
+                    e.conn.is_open() && now.duration_since(e.since) < POOL_IDLE_TIMEOUT
                 });
                 !list.is_empty()
             });
@@ -376,7 +534,7 @@ impl Inner {
             // The oldest goes: the newest are the least likely to be closed by the server.
             list.remove(0);
         }
-        list.push(Idle { sender, since: now });
+        list.push(Idle { conn, since: now });
     }
 }
 
@@ -431,14 +589,14 @@ mod tests {
             .uri(format!("http://{addr}/"))
             .body(RequestBody::empty())
             .unwrap();
-        let (response, lease) = upstream
+        let (response, mut lease) = upstream
             .send(request, addr, &authority, Some(affinity))
             .await
             .unwrap();
-        let mut lease = lease;
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"ok");
-        lease.release();
+        let mut body = response.into_body();
+        let bytes = (&mut body).collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+        lease.release(&mut body);
     }
 
     fn idle(upstream: &Upstream, addr: SocketAddr) -> usize {

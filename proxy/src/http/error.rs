@@ -48,7 +48,7 @@ pub(crate) enum ProxyError {
     #[error("upstream {address} answered {}", response.status())]
     Status {
         address: SocketAddr,
-        response: Box<http::Response<hyper::body::Incoming>>,
+        response: Box<http::Response<crate::upstream::Body>>,
     },
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -77,7 +77,7 @@ impl ProxyError {
     pub(crate) fn into_result<T>(
         self,
         held: T,
-    ) -> Result<(http::Response<hyper::body::Incoming>, SocketAddr, T), Self> {
+    ) -> Result<(http::Response<crate::upstream::Body>, SocketAddr, T), Self> {
         match self {
             Self::Status { address, response } => Ok((*response, address, held)),
             other => Err(other),
