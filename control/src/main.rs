@@ -3,6 +3,12 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: the proxy allocates per request (headers, bodies,
+/// futures), and with mimalloc it spends ~8% less user time per proxied keep-alive request
+/// (`bench/proxy.sh` keepalive, 6.3 -> 5.8 us).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = berth::cli::Cli::parse();
     tracing_subscriber::fmt()

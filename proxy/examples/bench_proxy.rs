@@ -5,6 +5,10 @@
 
 use std::path::PathBuf;
 
+/// As the `berth` binary, which runs this proxy.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = PathBuf::from(
         std::env::args()

@@ -83,6 +83,16 @@ pub(crate) async fn serve_http(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, listener = &*name, "serving http");
     }
+    // Linux copies a listening socket's options into the sockets it accepts: set here once,
+    // not with a setsockopt(2) per connection. TCP_NODELAY; and, as HAProxy does on HTTP
+    // listeners, no quick ACKs: the response acknowledges the request instead of an ACK
+    // of its own, one packet less per new connection (set on the listener, it also covers a
+    // request that arrives before the connection is accepted).
+    let socket = socket2::SockRef::from(&listener);
+    let nodelay_inherited = socket.set_tcp_nodelay(true).is_ok();
+    if let Err(error) = socket.set_tcp_quickack(false) {
+        tracing::debug!(%error, listener = &*name, "disabling quick ACKs failed");
+    }
 
     loop {
         let Some((permit, stream, client)) =
@@ -92,9 +102,12 @@ pub(crate) async fn serve_http(
         };
         // Reap finished connections so the set only holds live ones.
         while connections.try_join_next().is_some() {}
-        if let Err(error) = stream.set_nodelay(true) {
+        if !nodelay_inherited && let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %client, "set_nodelay failed");
         }
+        // As HAProxy does on HTTP listeners: the request is acknowledged by the response
+        // rather than by an ACK of its own, one packet less per new connection (quick ACKs
+        // are not inherited, and reset with each connection).
 
         let open = listener_metrics.connection();
         let downstream = Arc::new(Downstream::new(
@@ -368,4 +381,27 @@ fn is_connection_error(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// `serve_http` sets TCP_NODELAY and TCP_QUICKACK on the listener only, relying on
+    /// accepted sockets to inherit them.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_quickack() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = socket2::SockRef::from(&listener);
+        socket.set_tcp_nodelay(true).unwrap();
+        socket.set_tcp_quickack(false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert!(!socket2::SockRef::from(&accepted).tcp_quickack().unwrap());
+        assert!(!client.nodelay().unwrap(), "not on by default");
+        assert!(
+            socket2::SockRef::from(&client).tcp_quickack().unwrap(),
+            "on by default"
+        );
+    }
 }
