@@ -26,7 +26,7 @@ use crate::Proxy;
 use crate::head_timeout::{self, Reclaim, Watched};
 use crate::http::{self, Downstream};
 use drain::Drain;
-use sniff::Sniffed;
+use sniff::{Replay, Sniffed};
 
 /// Resource bounds of a listener.
 #[derive(Clone, Debug)]
@@ -163,17 +163,17 @@ type ConnectionResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// say so (see [`sniff`]), else the auto builder.
 async fn serve_plain(
     serving: &Serving,
-    stream: TcpStream,
+    mut stream: TcpStream,
     downstream: Arc<Downstream>,
     watcher: drain::Watcher,
 ) -> ConnectionResult {
-    match sniff::sniff(&stream, serving.head_timeout).await {
-        Sniffed::Http1 => {
-            let (stream, reclaim) = head_timeout::watch_arrived(stream);
+    match sniff::sniff(&mut stream, serving.head_timeout).await {
+        Sniffed::Http1(first) => {
+            let (stream, reclaim) = head_timeout::watch_arrived(Replay::new(stream, first));
             serve_http1(serving, stream, reclaim, downstream, watcher).await
         }
-        Sniffed::Undecided => {
-            let (stream, reclaim) = head_timeout::watch_arrived(stream);
+        Sniffed::Undecided(first) => {
+            let (stream, reclaim) = head_timeout::watch_arrived(Replay::new(stream, first));
             serve_auto(serving, stream, reclaim, downstream, watcher).await
         }
         Sniffed::Closed => Ok(()),

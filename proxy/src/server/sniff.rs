@@ -1,40 +1,52 @@
-//! Which protocol a new plain-text connection speaks, seen with a peek at its first bytes.
+//! Which protocol a new plain-text connection speaks, seen in its first bytes.
 //!
 //! hyper-util's auto builder tells HTTP/1 from h2 prior knowledge by reading the first bytes
-//! into a 24-byte buffer and replaying them through a wrapper (`Rewind`) under every later
-//! read. hyper's read buffer then grows from that 24-byte first read with a realloc that copies
-//! 8 KiB: callgrind counted ~10,000 instructions per new connection for the detection. A peek
-//! leaves the bytes in the socket, so an HTTP/1 connection goes straight to hyper's HTTP/1
-//! server, which reads them itself.
+//! into a 24-byte buffer and replaying them under every later read; hyper's read buffer then
+//! grows from that 24-byte first read with a realloc that copies 8 KiB (callgrind: ~10,000
+//! instructions per new connection). Here the first read takes whatever the client sent (its
+//! whole request head, usually), [`Replay`] hands those bytes to hyper's first read, and an
+//! HTTP/1 connection goes straight to hyper's HTTP/1 server.
+//!
+//! The first read goes through tokio's `AsyncRead`, whose short reads clear the socket's
+//! readiness: hyper's next read then waits for epoll instead of making a read(2) that can only
+//! say EAGAIN. (A read(2) at once after accept(2), as HAProxy makes, found the request there
+//! but left tokio's readiness to be cleared by such a read: one system call more, which costs
+//! more than the timer of the wait.)
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+/// What the first read takes at most; the rest stays in the socket for hyper.
+const FIRST_READ: usize = 2048;
 
 /// What the client sends first on an h2 prior-knowledge connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What the first bytes of a connection say.
+/// What the first bytes of a connection say; with them, for [`Replay`].
 #[derive(Debug)]
 pub(crate) enum Sniffed {
     /// Not the h2 preface: HTTP/1 (or garbage, which hyper's HTTP/1 parser answers with 400).
-    Http1,
+    Http1(Bytes),
     /// The h2 preface, or the start of it: the auto builder reads on and decides.
-    Undecided,
+    Undecided(Bytes),
     /// The client closed without sending a byte.
     Closed,
     /// Nothing arrived within the time allowed.
     TimedOut,
-    /// The peek failed (a reset connection).
+    /// The read failed (a reset connection).
     Failed(io::Error),
 }
 
-/// Waits up to `timeout` for the first bytes of `stream` and classifies them, leaving them
-/// in the socket.
-pub(crate) async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniffed {
-    let mut first = [0u8; H2_PREFACE.len()];
-    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+/// Reads the first bytes of `stream`, waiting up to `timeout` for them, and classifies them.
+pub(crate) async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Sniffed {
+    let mut first = [0u8; FIRST_READ];
+    match tokio::time::timeout(timeout, stream.read(&mut first)).await {
         Err(_) => Sniffed::TimedOut,
         Ok(Err(error)) => Sniffed::Failed(error),
         Ok(Ok(0)) => Sniffed::Closed,
@@ -43,11 +55,75 @@ pub(crate) async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniffed {
 }
 
 /// HTTP/1 as soon as a byte differs from the h2 preface, as hyper-util's detection decides.
+/// (The bytes may go on past the preface: the client's first frames.)
 fn classify(first: &[u8]) -> Sniffed {
-    if H2_PREFACE.starts_with(first) {
-        Sniffed::Undecided
+    let common = first.len().min(H2_PREFACE.len());
+    let h2 = first[..common] == H2_PREFACE[..common];
+    let first = Bytes::copy_from_slice(first);
+    if h2 {
+        Sniffed::Undecided(first)
     } else {
-        Sniffed::Http1
+        Sniffed::Http1(first)
+    }
+}
+
+/// A connection whose first bytes were read already: they come first, then the socket's.
+#[derive(Debug)]
+pub(crate) struct Replay<S> {
+    first: Bytes,
+    io: S,
+}
+
+impl<S> Replay<S> {
+    pub(crate) fn new(io: S, first: Bytes) -> Self {
+        Self { first, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.first.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.first.len().min(buf.remaining());
+        buf.put_slice(&this.first[..n]);
+        this.first.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -59,10 +135,13 @@ mod tests {
     fn preface_and_its_prefixes_are_undecided() {
         for n in 1..=H2_PREFACE.len() {
             assert!(
-                matches!(classify(&H2_PREFACE[..n]), Sniffed::Undecided),
+                matches!(classify(&H2_PREFACE[..n]), Sniffed::Undecided(_)),
                 "{n}"
             );
         }
+        let mut with_frames = H2_PREFACE.to_vec();
+        with_frames.extend_from_slice(b"\0\0\0\x04\0\0\0\0\0");
+        assert!(matches!(classify(&with_frames), Sniffed::Undecided(_)));
         for first in [
             &b"GET / HTTP/1.1\r\n"[..],
             b"P",
@@ -72,8 +151,8 @@ mod tests {
         ] {
             let expected = if first == b"P" { "undecided" } else { "http1" };
             let got = match classify(first) {
-                Sniffed::Http1 => "http1",
-                Sniffed::Undecided => "undecided",
+                Sniffed::Http1(_) => "http1",
+                Sniffed::Undecided(_) => "undecided",
                 other => panic!("{other:?}"),
             };
             assert_eq!(got, expected, "{first:?}");
@@ -81,7 +160,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn peeked_bytes_stay_in_the_socket() {
+    async fn first_bytes_are_replayed_before_the_socket() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
@@ -90,14 +169,51 @@ mod tests {
         let (mut server, _) = listener.accept().await.unwrap();
         let timeout = Duration::from_secs(5);
 
+        // Read at once if there, else when they come.
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        assert!(matches!(sniff(&server, timeout).await, Sniffed::Http1));
-        let mut read = [0u8; 16];
-        server.read_exact(&mut read).await.unwrap();
-        assert_eq!(&read, b"GET / HTTP/1.1\r\n");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Sniffed::Http1(first) = sniff(&mut server, timeout).await else {
+            panic!("not http/1");
+        };
+        assert_eq!(&first[..], b"GET / HTTP/1.1\r\n");
+        let sniffing = tokio::spawn(async move {
+            let sniffed = sniff(&mut server, timeout).await;
+            (server, sniffed)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(b"Host: a\r\n").await.unwrap();
+        let (server, sniffed) = sniffing.await.unwrap();
+        let Sniffed::Http1(more) = sniffed else {
+            panic!("not http/1");
+        };
+
+        let mut replay = Replay::new(server, Bytes::from_static(b"0123"));
+        let mut read = [0u8; 3];
+        replay.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"012");
+        assert_eq!(&more[..], b"Host: a\r\n");
+        let mut rest = [0u8; 5];
+        client.write_all(b"tail").await.unwrap();
+        replay.read_exact(&mut rest[..1]).await.unwrap();
+        replay.read_exact(&mut rest[1..]).await.unwrap();
+        assert_eq!(&rest[..1], b"3");
+        assert_eq!(&rest[1..], b"tail", "what a sniff read is not read again");
 
         drop(client);
-        assert!(matches!(sniff(&server, timeout).await, Sniffed::Closed));
+        let mut end = [0u8; 1];
+        assert_eq!(replay.read(&mut end).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_closing_first_is_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        drop(client);
+        let sniffed = sniff(&mut server, Duration::from_secs(5)).await;
+        assert!(matches!(sniffed, Sniffed::Closed), "{sniffed:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -106,8 +222,8 @@ mod tests {
         let _client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let sniffed = sniff(&server, Duration::from_millis(100)).await;
+        let (mut server, _) = listener.accept().await.unwrap();
+        let sniffed = sniff(&mut server, Duration::from_millis(100)).await;
         assert!(matches!(sniffed, Sniffed::TimedOut));
     }
 }
