@@ -84,13 +84,16 @@ pub(crate) async fn serve_http(
         tracing::info!(%addr, listener = &*name, "serving http");
     }
     // Linux copies a listening socket's options into the sockets it accepts: set here once,
-    // not with a setsockopt(2) per connection. TCP_NODELAY; and, as HAProxy does on HTTP
-    // listeners, no quick ACKs: the response acknowledges the request instead of an ACK
-    // of its own, one packet less per new connection (set on the listener, it also covers a
-    // request that arrives before the connection is accepted).
+    // not with a setsockopt(2) per connection. TCP_NODELAY; and on plain-text listeners, as
+    // HAProxy does on HTTP ones, no quick ACKs: the response acknowledges the request instead
+    // of an ACK of its own, one packet less per new connection (set on the listener, it also
+    // covers a request that arrives before the connection is accepted). A client whose first
+    // bytes are not a whole head gets its quick ACKs back (see `sniff`).
     let socket = socket2::SockRef::from(&listener);
     let nodelay_inherited = socket.set_tcp_nodelay(true).is_ok();
-    if let Err(error) = socket.set_tcp_quickack(false) {
+    if tls.is_none()
+        && let Err(error) = socket.set_tcp_quickack(false)
+    {
         tracing::debug!(%error, listener = &*name, "disabling quick ACKs failed");
     }
 

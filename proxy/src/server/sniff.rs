@@ -50,7 +50,16 @@ pub(crate) async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Sniffed 
         Err(_) => Sniffed::TimedOut,
         Ok(Err(error)) => Sniffed::Failed(error),
         Ok(Ok(0)) => Sniffed::Closed,
-        Ok(Ok(n)) => classify(&first[..n]),
+        Ok(Ok(n)) => {
+            let first = &first[..n];
+            if n < FIRST_READ && !first.windows(4).any(|w| w == b"\r\n\r\n") {
+                // A head in pieces: a client that writes it in several calls with Nagle's
+                // algorithm on holds the rest until this part is acknowledged, and the
+                // listener delays ACKs (see `serve_http`): acknowledge now, not in 40 ms.
+                let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
+            }
+            classify(first)
+        }
     }
 }
 
@@ -202,6 +211,33 @@ mod tests {
         drop(client);
         let mut end = [0u8; 1];
         assert_eq!(replay.read(&mut end).await.unwrap(), 0);
+    }
+
+    /// With quick ACKs off on the listener (as `serve_http` sets it), a head in pieces turns
+    /// them back on, so that a client holding the rest for an ACK is not kept waiting.
+    #[tokio::test]
+    async fn a_head_in_pieces_is_acknowledged_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        socket2::SockRef::from(&listener)
+            .set_tcp_quickack(false)
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let quickack = |s: &TcpStream| socket2::SockRef::from(s).tcp_quickack().unwrap();
+        for (head, acknowledged) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", true),
+        ] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            client.write_all(head).await.unwrap();
+            assert!(!quickack(&server));
+            assert!(matches!(
+                sniff(&mut server, Duration::from_secs(5)).await,
+                Sniffed::Http1(_)
+            ));
+            assert_eq!(quickack(&server), acknowledged, "{head:?}");
+        }
     }
 
     #[tokio::test]
