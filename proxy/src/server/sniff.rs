@@ -52,10 +52,14 @@ pub(crate) async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Sniffed 
         Ok(Ok(0)) => Sniffed::Closed,
         Ok(Ok(n)) => {
             let first = &first[..n];
-            if n < FIRST_READ && !first.windows(4).any(|w| w == b"\r\n\r\n") {
-                // A head in pieces: a client that writes it in several calls with Nagle's
-                // algorithm on holds the rest until this part is acknowledged, and the
-                // listener delays ACKs (see `serve_http`): acknowledge now, not in 40 ms.
+            let whole_head = first.windows(4).any(|w| w == b"\r\n\r\n");
+            let bodiless = first.starts_with(b"GET ") || first.starts_with(b"HEAD ");
+            if !(whole_head && bodiless) {
+                // A head in pieces, or a body to come: a client that writes them in several
+                // calls with Nagle's algorithm on holds the rest until this part is
+                // acknowledged, and the listener delays ACKs (see `serve_http`): acknowledge
+                // now, not in 40 ms. (HAProxy, which also delays them, turns them back on for
+                // requests with a body.)
                 let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
             }
             classify(first)
@@ -213,8 +217,9 @@ mod tests {
         assert_eq!(replay.read(&mut end).await.unwrap(), 0);
     }
 
-    /// With quick ACKs off on the listener (as `serve_http` sets it), a head in pieces turns
-    /// them back on, so that a client holding the rest for an ACK is not kept waiting.
+    /// With quick ACKs off on the listener (as `serve_http` sets it), a head in pieces or one
+    /// that may have a body turns them back on, so that a client holding the rest for an ACK
+    /// is not kept waiting.
     #[tokio::test]
     async fn a_head_in_pieces_is_acknowledged_at_once() {
         use tokio::io::AsyncWriteExt;
@@ -227,6 +232,10 @@ mod tests {
         for (head, acknowledged) in [
             (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], false),
             (b"GET / HTTP/1.1\r\nHost: a\r\n", true),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",
+                true,
+            ),
         ] {
             let mut client = TcpStream::connect(addr).await.unwrap();
             let (mut server, _) = listener.accept().await.unwrap();
