@@ -14,6 +14,12 @@
 # Prints one line per case:
 # case=<name> berth=<rps> haproxy=<rps> nginx=<rps> berth_p99_ms=<x> best_peer_p99_ms=<y> ratio_vs_best=<r>
 # Figures are means over the rounds; `# uptime` lines record the machine's load next to them.
+#
+# Equal work: berth's HTTP listeners add X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host
+# and a generated X-Request-Id to every request and return the X-Request-Id on the response,
+# so HAProxy and nginx are configured to do the same (the backend and wrk then parse the same
+# headers behind each). `PEER_HEADERS=none` gives the peers their plain configuration instead,
+# as in notes before 2026-11-22 13:30 (berth still adds its headers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -21,6 +27,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
+PEER_HEADERS=${PEER_HEADERS:-equal}
 CONNECTIONS=${CONNECTIONS:-50}
 
 need=()
@@ -79,6 +86,21 @@ clusters:
 YAML
 "$bin/bench_proxy" "$tmp/berth.yaml" & pids+=($!)
 
+haproxy_headers="" nginx_headers=""
+if [ "$PEER_HEADERS" = equal ]; then
+    haproxy_headers="    option forwardfor
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid
+    unique-id-header X-Request-Id
+    http-response set-header X-Request-Id %[unique-id]"
+    nginx_headers="            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;"
+fi
 cat >"$tmp/haproxy.cfg" <<CFG
 global
     nbthread 1
@@ -91,6 +113,7 @@ frontend http
     mode http
     bind 127.0.0.1:$H_HTTP
     bind 127.0.0.1:$H_TLS ssl crt $tmp/haproxy.pem alpn http/1.1
+$haproxy_headers
     default_backend backend
 backend backend
     mode http
@@ -129,6 +152,7 @@ http {
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+$nginx_headers
         }
     }
 }
@@ -234,6 +258,7 @@ YAML
 frontend http
     mode http
     bind 127.0.0.1:$CH
+$haproxy_headers
     default_backend backend
 backend backend
     mode http
