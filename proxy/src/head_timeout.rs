@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
@@ -39,6 +40,8 @@ struct FirstByteTimeout;
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     io: Option<S>,
+    /// Bytes read from `io` before it was wrapped (to tell the protocol), read again first.
+    first: Bytes,
     /// Armed until the first byte arrives.
     first_byte: Option<Pin<Box<Sleep>>>,
     /// Bytes were read and no response byte written since: a head is under way.
@@ -60,6 +63,7 @@ pub(crate) fn watch<S>(io: S, timeout: Duration) -> (Watched<S>, Reclaim<S>) {
     let (send, receive) = oneshot::channel();
     let watched = Watched {
         io: Some(io),
+        first: Bytes::new(),
         first_byte: Some(Box::pin(tokio::time::sleep(timeout))),
         partial: false,
         fresh: true,
@@ -69,11 +73,13 @@ pub(crate) fn watch<S>(io: S, timeout: Duration) -> (Watched<S>, Reclaim<S>) {
     (watched, Reclaim(receive))
 }
 
-/// Wraps `io` whose first bytes have arrived already (a peek saw them): no first-byte timer.
-pub(crate) fn watch_arrived<S>(io: S) -> (Watched<S>, Reclaim<S>) {
+/// Wraps `io` whose `first` bytes were read from it already; they are read again first. No
+/// first-byte timer.
+pub(crate) fn watch_arrived<S>(io: S, first: Bytes) -> (Watched<S>, Reclaim<S>) {
     let (send, receive) = oneshot::channel();
     let watched = Watched {
         io: Some(io),
+        first,
         first_byte: None,
         partial: false,
         fresh: false,
@@ -156,6 +162,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.first.is_empty() {
+            let n = this.first.len().min(buf.remaining());
+            buf.put_slice(&this.first[..n]);
+            this.first.advance(n);
+            this.fresh = false;
+            this.partial = true;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(this.io()?).poll_read(cx, buf);
         match polled {

@@ -21,12 +21,13 @@ use tokio::task::JoinSet;
 
 mod drain;
 mod sniff;
+mod timer;
 
 use crate::Proxy;
 use crate::head_timeout::{self, Reclaim, Watched};
 use crate::http::{self, Downstream};
 use drain::Drain;
-use sniff::{Replay, Sniffed};
+use sniff::Sniffed;
 
 /// Resource bounds of a listener.
 #[derive(Clone, Debug)]
@@ -172,11 +173,11 @@ async fn serve_plain(
 ) -> ConnectionResult {
     match sniff::sniff(&mut stream, serving.head_timeout).await {
         Sniffed::Http1(first) => {
-            let (stream, reclaim) = head_timeout::watch_arrived(Replay::new(stream, first));
+            let (stream, reclaim) = head_timeout::watch_arrived(stream, first);
             serve_http1(serving, stream, reclaim, downstream, watcher).await
         }
         Sniffed::Undecided(first) => {
-            let (stream, reclaim) = head_timeout::watch_arrived(Replay::new(stream, first));
+            let (stream, reclaim) = head_timeout::watch_arrived(stream, first);
             serve_auto(serving, stream, reclaim, downstream, watcher).await
         }
         Sniffed::Closed => Ok(()),
@@ -236,12 +237,14 @@ async fn serve_http1<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The head timeout's timer is the connection's own (see `timer`).
+    let mut builder = serving.http1.clone();
+    builder.timer(timer::ConnectionTimer::default());
     // Boxed where it is made, here and below: the task then holds a pointer instead of a few
     // KiB of connection state, which spawning copied for every connection (callgrind: ~2,800
     // instructions of memcpy per new connection).
     let connection = Box::pin(
-        serving
-            .http1
+        builder
             .serve_connection(TokioIo::new(stream), service(Arc::clone(&downstream)))
             .with_upgrades(),
     );

@@ -4,8 +4,9 @@
 //! into a 24-byte buffer and replaying them under every later read; hyper's read buffer then
 //! grows from that 24-byte first read with a realloc that copies 8 KiB (callgrind: ~10,000
 //! instructions per new connection). Here the first read takes whatever the client sent (its
-//! whole request head, usually), [`Replay`] hands those bytes to hyper's first read, and an
-//! HTTP/1 connection goes straight to hyper's HTTP/1 server.
+//! whole request head, usually), the connection's wrapper (`head_timeout::Watched`) hands
+//! those bytes to hyper's first read, and an HTTP/1 connection goes straight to hyper's
+//! HTTP/1 server.
 //!
 //! The first read goes through tokio's `AsyncRead`, whose short reads clear the socket's
 //! readiness: hyper's next read then waits for epoll instead of making a read(2) that can only
@@ -14,12 +15,10 @@
 //! more than the timer of the wait.)
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// What the first read takes at most; the rest stays in the socket for hyper.
@@ -28,7 +27,7 @@ const FIRST_READ: usize = 2048;
 /// What the client sends first on an h2 prior-knowledge connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What the first bytes of a connection say; with them, for [`Replay`].
+/// What the first bytes of a connection say; with them, to be read again.
 #[derive(Debug)]
 pub(crate) enum Sniffed {
     /// Not the h2 preface: HTTP/1 (or garbage, which hyper's HTTP/1 parser answers with 400).
@@ -77,66 +76,6 @@ fn classify(first: &[u8]) -> Sniffed {
         Sniffed::Undecided(first)
     } else {
         Sniffed::Http1(first)
-    }
-}
-
-/// A connection whose first bytes were read already: they come first, then the socket's.
-#[derive(Debug)]
-pub(crate) struct Replay<S> {
-    first: Bytes,
-    io: S,
-}
-
-impl<S> Replay<S> {
-    pub(crate) fn new(io: S, first: Bytes) -> Self {
-        Self { first, io }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.first.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        let n = this.first.len().min(buf.remaining());
-        buf.put_slice(&this.first[..n]);
-        this.first.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -199,12 +138,13 @@ mod tests {
         let Sniffed::Http1(more) = sniffed else {
             panic!("not http/1");
         };
+        assert_eq!(&more[..], b"Host: a\r\n");
 
-        let mut replay = Replay::new(server, Bytes::from_static(b"0123"));
+        let (mut replay, _reclaim) =
+            crate::head_timeout::watch_arrived(server, Bytes::from_static(b"0123"));
         let mut read = [0u8; 3];
         replay.read_exact(&mut read).await.unwrap();
         assert_eq!(&read, b"012");
-        assert_eq!(&more[..], b"Host: a\r\n");
         let mut rest = [0u8; 5];
         client.write_all(b"tail").await.unwrap();
         replay.read_exact(&mut rest[..1]).await.unwrap();
