@@ -15,11 +15,25 @@
 # case=<name> berth=<rps> haproxy=<rps> nginx=<rps> berth_p99_ms=<x> best_peer_p99_ms=<y> ratio_vs_best=<r>
 # Figures are means over the rounds; `# uptime` lines record the machine's load next to them.
 #
+# Where the time goes (CPU=0 turns it off): after each case line, one comment line per peer,
+# # cpu case=<name> peer=<p> proxy_user_us=<x> proxy_sys_us=<y> backend_us=<z> wrk_us=<w> proxy_cores=<c> proxy_runq=<q>
+# CPU microseconds per request over all rounds of that case: the proxy's user and system time and
+# the backend's (utime+stime of /proc/PID/stat, all threads, read around each wrk run; clock
+# ticks, so keep DURATION long enough that a run is many ticks), wrk's (its getrusage), and the
+# proxy's CPU time over wall time (1.00 = its one worker never waited) and the share of wall
+# time its threads were runnable but waited for a core (/proc/PID/task/*/schedstat). On a
+# machine with fewer cores than proxy + backend + wrk need, the three share them: a peer that
+# costs wrk or the backend more per request also leaves itself less.
+#
 # Equal work: berth's HTTP listeners add X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host
 # and a generated X-Request-Id to every request and return the X-Request-Id on the response,
 # so HAProxy and nginx are configured to do the same (the backend and wrk then parse the same
-# headers behind each). `PEER_HEADERS=none` gives the peers their plain configuration instead,
-# as in notes before 2026-11-22 13:30 (berth still adds its headers).
+# headers behind each; nginx also forwards the client's Host as berth and HAProxy do, instead
+# of the upstream's name). Ids differ in form only: berth 36 characters (UUID layout), HAProxy
+# and nginx 32 hex digits. A request that brings its own X-Request-Id (wrk's do not) keeps it in
+# berth; nginx replaces it and HAProxy appends a second one. `PEER_HEADERS=none` gives the
+# peers their plain configuration instead, as in notes before 2026-11-22 13:30 (berth still adds
+# its headers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -63,7 +77,7 @@ trap cleanup EXIT
 # outgoing connection of another process takes one meanwhile) and checked free.
 read -r BACKEND B_HTTP B_TCP B_ADMIN H_HTTP H_TCP N_HTTP N_TCP B_TLS H_TLS N_TLS < <(free_ports 11)
 
-"$bin/bench_backend" "127.0.0.1:$BACKEND" & pids+=($!)
+"$bin/bench_backend" "127.0.0.1:$BACKEND" & backend_pid=$!; pids+=($!)
 
 # One self-signed ECDSA P-256 certificate for every peer.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
@@ -84,7 +98,7 @@ virtual_hosts:
 clusters:
   - {name: backend, endpoints: [{address: "127.0.0.1:$BACKEND"}]}
 YAML
-"$bin/bench_proxy" "$tmp/berth.yaml" & pids+=($!)
+"$bin/bench_proxy" "$tmp/berth.yaml" & berth_pid=$!; pids+=($!)
 
 haproxy_headers="" nginx_headers=""
 if [ "$PEER_HEADERS" = equal ]; then
@@ -95,7 +109,8 @@ if [ "$PEER_HEADERS" = equal ]; then
     unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid
     unique-id-header X-Request-Id
     http-response set-header X-Request-Id %[unique-id]"
-    nginx_headers="            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    nginx_headers="            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Forwarded-Host \$http_host;
             proxy_set_header X-Request-Id \$request_id;
@@ -124,7 +139,7 @@ listen tcp
     bind 127.0.0.1:$H_TCP
     server b1 127.0.0.1:$BACKEND
 CFG
-haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & pids+=($!)
+haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 & haproxy_pid=$!; pids+=($!)
 
 cat >"$tmp/nginx.conf" <<CFG
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -160,7 +175,7 @@ stream {
     server { listen 127.0.0.1:$N_TCP; proxy_pass 127.0.0.1:$BACKEND; }
 }
 CFG
-nginx -c "$tmp/nginx.conf" & pids+=($!)
+nginx -c "$tmp/nginx.conf" & nginx_pid=$!; pids+=($!)
 
 wait_port() {
     for _ in $(seq 100); do
@@ -172,25 +187,53 @@ wait_port() {
 }
 for p in $BACKEND $B_HTTP $B_TCP $B_TLS $H_HTTP $H_TCP $H_TLS $N_HTTP $N_TCP $N_TLS; do wait_port "$p"; done
 
-# One wrk run against "<scheme>:<port>": prints "<rps> <p99 ms>".
+# One wrk run against "<scheme>:<port>", with the pid of the proxy behind that port: prints
+# "<rps> <p99 ms> <requests> <proxy user ticks> <proxy system ticks> <backend ticks> <wrk us>
+# <proxy run-queue ns>". The CPU figures are read around the run: utime/stime of /proc/PID/stat
+# (all threads, clock ticks) for the proxy and the backend, getrusage of the finished wrk, and
+# the time the proxy's threads waited runnable for a CPU (/proc/PID/task/*/schedstat).
 run_wrk() {
-    local target=$1; shift
+    local target=$1 pid=$2; shift 2
     local scheme=${target%%:*} port=${target##*:}
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$scheme://127.0.0.1:$port/" 2>&1 | python3 -c '
-import re, sys
-out = sys.stdin.read()
+    python3 - "$pid" "$backend_pid" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" \
+        "$scheme://127.0.0.1:$port/" <<'PY'
+import glob, re, resource, subprocess, sys
+def ticks(pid):
+    # Fields after the ")" that closes the command name: utime and stime are the 12th and 13th.
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+def run_queue_ns(pid):
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass  # a thread that ended meanwhile
+    return total
+proxy, backend, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+p0, b0, q0 = ticks(proxy), ticks(backend), run_queue_ns(proxy)
+w0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+w1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+p1, b1, q1 = ticks(proxy), ticks(backend), run_queue_ns(proxy)
 rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
 p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+n = re.search(r"^\s*(\d+) requests in", out, re.M)
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-if not rps or not p99:
-    sys.stderr.write(out); print("0 0"); sys.exit()
+if not rps or not p99 or not n:
+    sys.stderr.write(out); print("0 0 0 0 0 0 0 0"); sys.exit()
 scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
 if errors: sys.stderr.write("# wrk: " + errors.group(0) + "\n")
-print(rps.group(1), float(p99.group(1)) * scale)'
+wrk_us = (w1.ru_utime - w0.ru_utime + w1.ru_stime - w0.ru_stime) * 1e6
+print(rps.group(1), float(p99.group(1)) * scale, n.group(1), p1[0] - p0[0], p1[1] - p0[1],
+      sum(b1) - sum(b0), round(wrk_us), q1 - q0)
+PY
 }
 
 echo "# uptime: $(uptime)"
-read -r rps p99 < <(run_wrk "http:$BACKEND")
+read -r rps p99 _ < <(run_wrk "http:$BACKEND" "$backend_pid")
 echo "# direct to backend: rps=$rps p99_ms=$p99"
 
 declare -A port_of=(
@@ -200,32 +243,47 @@ declare -A port_of=(
     [tls_handshake:berth]=https:$B_TLS [tls_handshake:haproxy]=https:$H_TLS [tls_handshake:nginx]=https:$N_TLS
     [tcp:berth]=http:$B_TCP [tcp:haproxy]=http:$H_TCP [tcp:nginx]=http:$N_TCP
 )
+declare -A pid_of=([berth]=$berth_pid [haproxy]=$haproxy_pid [nginx]=$nginx_pid)
 peers=(berth haproxy nginx)
 for case in ${CASES-keepalive new_connection tls_keepalive tls_handshake tcp}; do
     args=()
     case $case in new_connection|tls_handshake) args=(-H "Connection: close") ;; esac
-    declare -A sum_rps=() sum_p99=()
+    : >"$tmp/runs"
     for round in $(seq "$ROUNDS"); do
         # Rotate the order each round so that no peer always runs first or last.
         for i in 0 1 2; do
             peer=${peers[$(( (i + round) % 3 ))]}
-            read -r rps p99 < <(run_wrk "${port_of[$case:$peer]}" "${args[@]}")
-            sum_rps[$peer]=$(python3 -c "print(${sum_rps[$peer]:-0} + $rps)")
-            sum_p99[$peer]=$(python3 -c "print(${sum_p99[$peer]:-0} + $p99)")
+            echo "$peer $(run_wrk "${port_of[$case:$peer]}" "${pid_of[$peer]}" "${args[@]}")" >>"$tmp/runs"
         done
     done
     echo "# uptime: $(uptime)"
-    python3 - "$case" "$ROUNDS" "${sum_rps[berth]}" "${sum_rps[haproxy]}" "${sum_rps[nginx]}" \
-        "${sum_p99[berth]}" "${sum_p99[haproxy]}" "${sum_p99[nginx]}" <<'PY'
+    python3 - "$case" "$ROUNDS" "$DURATION" "$(getconf CLK_TCK)" "${CPU:-1}" "$tmp/runs" <<'PY'
 import sys
-case, rounds = sys.argv[1], int(sys.argv[2])
-b, h, n, bp, hp, np_ = (float(x) / rounds for x in sys.argv[3:])
+case, rounds, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+tick, cpu, runs = int(sys.argv[4]), sys.argv[5], sys.argv[6]
+peers = ["berth", "haproxy", "nginx"]
+sums = {p: [0.0] * 8 for p in peers}
+for line in open(runs):
+    peer, *values = line.split()
+    sums[peer] = [a + float(b) for a, b in zip(sums[peer], values)]
+b, h, n = (sums[p][0] / rounds for p in peers)
+bp, hp, np_ = (sums[p][1] / rounds for p in peers)
 best, best_p99 = (h, hp) if h >= n else (n, np_)
 ratio = b / best if best else 0.0
 print(f"case={case} berth={b:.0f} haproxy={h:.0f} nginx={n:.0f} "
       f"berth_p99_ms={bp:.2f} best_peer_p99_ms={best_p99:.2f} ratio_vs_best={ratio:.2f}")
+if cpu != "0":
+    # Microseconds of CPU per request over all rounds; proxy_cores is the proxy's CPU time over
+    # wall time (1.00 = its one worker never waited), proxy_runq the share of wall time its
+    # threads were runnable but waited for a core that other processes held.
+    wall = rounds * duration
+    for p in peers:
+        _, _, req, user, system, backend, wrk, runq = sums[p]
+        us = lambda t: t / tick / req * 1e6 if req else 0.0
+        print(f"# cpu case={case} peer={p} proxy_user_us={us(user):.2f} proxy_sys_us={us(system):.2f} "
+              f"backend_us={us(backend):.2f} wrk_us={(wrk / req if req else 0.0):.2f} "
+              f"proxy_cores={(user + system) / tick / wall:.2f} proxy_runq={runq / 1e9 / wall:.2f}")
 PY
-    unset sum_rps sum_p99
 done
 
 # Instructions per request under callgrind, counted only while wrk runs (after a warm-up):
@@ -240,6 +298,7 @@ count_instructions() {
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     local total
+    # shellcheck disable=SC2012 # our own file names (mktemp -d), no spaces or newlines
     total=$(callgrind_annotate "$(ls -t "$out"* | head -1)" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "$name $(( total / requests ))"
 }
@@ -266,9 +325,9 @@ backend backend
     server b1 127.0.0.1:$BACKEND
 CFG
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg-berth.out" \
-        "$bin/bench_proxy" "$tmp/cg-berth.yaml" >/dev/null 2>&1 & cg_berth=$!; pids+=($cg_berth)
+        "$bin/bench_proxy" "$tmp/cg-berth.yaml" >/dev/null 2>&1 & cg_berth=$!; pids+=("$cg_berth")
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg-haproxy.out" \
-        haproxy -db -f "$tmp/cg-haproxy.cfg" >/dev/null 2>&1 & cg_haproxy=$!; pids+=($cg_haproxy)
+        haproxy -db -f "$tmp/cg-haproxy.cfg" >/dev/null 2>&1 & cg_haproxy=$!; pids+=("$cg_haproxy")
     wait_port "$CB"; wait_port "$CH"
     for case in keepalive new_connection; do
         args=()
