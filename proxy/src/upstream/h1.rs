@@ -41,6 +41,9 @@ const ADDED_FIELDS: usize = 4;
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILER_BYTES: usize = 64 * 1024;
 
+/// Interim (1xx) responses before the final one at most.
+const MAX_INTERIM: usize = 16;
+
 /// Read buffer growth: a small response fits whole, with its head, in one read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -139,7 +142,7 @@ impl Conn {
             return Err(failure(Error::Write(error)));
         }
         let head_only = request.method() == Method::HEAD;
-        loop {
+        for _ in 0..=MAX_INTERIM {
             let head = match self.read_head().await {
                 Ok(head) => head,
                 Err(error) => return Err(failure(error)),
@@ -172,6 +175,7 @@ impl Conn {
             *response.headers_mut() = headers;
             return Ok(response);
         }
+        Err(failure(Error::Invalid("too many interim responses")))
     }
 
     /// Reads until a whole response head is buffered and parses it.

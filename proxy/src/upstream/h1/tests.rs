@@ -369,6 +369,19 @@ async fn connections_that_cannot_go_on_are_not_reused() {
     assert_eq!(server.connections.load(Ordering::SeqCst), 5);
 }
 
+/// More interim responses than a request may get before its final one.
+const INTERIM_FLOOD: &str = concat!(
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n",
+    "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+);
+
 #[tokio::test]
 async fn a_body_cut_short_is_an_error() {
     let server = script(vec![
@@ -382,6 +395,7 @@ async fn a_body_cut_short_is_an_error() {
             false,
         ),
         ("HTTP/1.1 200 OK\r\ncontent", true),
+        (INTERIM_FLOOD, false),
         ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nk", false),
     ])
     .await;
@@ -392,10 +406,12 @@ async fn a_body_cut_short_is_an_error() {
     assert!(get().await.unwrap_err().contains("connection closed"));
     assert!(get().await.unwrap_err().contains("chunk size"));
     assert!(get().await.unwrap_err().contains("exchange failed"));
+    let error = get().await.unwrap_err();
+    assert!(error.contains("too many interim responses"), "{error}");
     assert_eq!(get().await.unwrap().1, b"k");
     assert_eq!(
         server.connections.load(Ordering::SeqCst),
-        5,
+        6,
         "none reused after an error"
     );
 }
