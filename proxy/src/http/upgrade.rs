@@ -19,15 +19,17 @@ pub(crate) fn requested<B>(request: &Request<B>) -> Option<HeaderValue> {
     if request.version() != Version::HTTP_11 {
         return None;
     }
-    let asks = request
+    // `Upgrade` first: absent from nearly every request, while `Connection` (say "close" or
+    // "keep-alive") is common and costs a scan of its tokens.
+    let protocol = request.headers().get(header::UPGRADE)?;
+    request
         .headers()
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| request.headers().get(header::UPGRADE).cloned())
-        .flatten()
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        .then(|| protocol.clone())
 }
 
 /// Puts back the headers an upgrade needs after hop-by-hop stripping.
