@@ -137,7 +137,9 @@ pub(crate) async fn serve_http(
             }
             drop((permit, open));
         };
-        connections.spawn(task);
+        // Boxed: the task then holds a pointer, which spawning and the task's stage changes
+        // copy instead of the ~900-byte future (callgrind: ~1,000 instructions per connection).
+        connections.spawn(Box::pin(task));
     }
 
     drop(listener);
