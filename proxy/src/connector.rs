@@ -4,20 +4,23 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
+use http::{Request, Uri};
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::ResponseFuture;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::breaker::{Breakers, ConnectionSlot};
+use crate::http::RequestBody;
+use crate::upstream::h2::PerEndpoint;
 
 /// TLS towards a cluster's endpoints.
 #[derive(Clone, Debug)]
@@ -219,8 +222,28 @@ impl Write for Conn {
 
 /// hyper-util's pooled client over a [`Connector`]: what clusters with TLS or circuit breakers
 /// use, since their connections need the connector's accounting and handshake.
-pub(crate) type PooledClient =
-    hyper_util::client::legacy::Client<Connector, crate::http::RequestBody>;
+#[derive(Clone, Debug)]
+pub(crate) enum PooledClient {
+    /// HTTP/1.1: the request's URI names the endpoint, which keys hyper-util's pool.
+    /// Boxed: a client is a few hundred bytes, the other variant a pointer.
+    Http1(Box<hyper_util::client::legacy::Client<Connector, RequestBody>>),
+    /// HTTP/2: the URI carries the request's host (its `:authority`); a client per endpoint.
+    Http2(Arc<PerEndpoint<Connector>>),
+}
+
+impl PooledClient {
+    /// Sends `request` to `endpoint` (which the URI names for HTTP/1.1).
+    pub(crate) fn request(
+        &self,
+        request: Request<RequestBody>,
+        endpoint: SocketAddr,
+    ) -> Result<ResponseFuture, http::Error> {
+        Ok(match self {
+            Self::Http1(client) => client.request(request),
+            Self::Http2(clients) => clients.client(endpoint)?.request(request),
+        })
+    }
+}
 
 /// How long an idle pooled connection is kept (as the plain upstream pool does).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -240,10 +263,21 @@ pub(crate) fn pooled_client(
     tcp.set_nodelay(true);
     tcp.set_keepalive(Some(TCP_KEEPALIVE));
     tcp.enforce_http(true);
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .http2_only(h2)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .build(Connector::new(tcp, breakers, tls, connect_timeout))
+        .timer(hyper_util::rt::TokioTimer::new());
+    let connector = Connector::new(tcp, breakers, tls, connect_timeout);
+    if h2 {
+        PooledClient::Http2(Arc::new(PerEndpoint::new(
+            builder,
+            connector,
+            POOL_IDLE_TIMEOUT,
+        )))
+    } else {
+        PooledClient::Http1(Box::new(builder.build(connector)))
+    }
 }

@@ -280,6 +280,21 @@ async fn forward(
     if let Some(policy) = policy {
         policy::request_headers(policy, &mut headers);
     }
+    // HTTP/2 carries the host in `:authority`, which hyper takes from the URI (RFC 9113
+    // §8.3.1: a Host header beside it must name the same, so it goes); the connection still
+    // goes to the endpoint (`upstream::h2`). A host that is no authority leaves the endpoint's
+    // address there and the header as it was.
+    let h2_authority = if cluster.upstream_protocol == UpstreamProtocol::H2 {
+        headers
+            .get(header::HOST)
+            .and_then(|host| uri::Authority::try_from(host.as_bytes()).ok())
+            .filter(|authority| !authority.as_str().contains('@'))
+    } else {
+        None
+    };
+    if h2_authority.is_some() {
+        headers.remove(header::HOST);
+    }
     let retry_policy = policy.map_or(&cluster.retries, |p| p.retries(&cluster.retries));
     let request_timeout = policy.map_or(cluster.request_timeout, |p| {
         p.request_timeout(cluster.request_timeout)
@@ -312,7 +327,11 @@ async fn forward(
         let endpoint = &cluster.endpoints[index];
         let mut target = uri::Parts::default();
         target.scheme = Some(Scheme::HTTP);
-        target.authority = Some(endpoint.authority.clone());
+        target.authority = Some(
+            h2_authority
+                .clone()
+                .unwrap_or_else(|| endpoint.authority.clone()),
+        );
         target.path_and_query = Some(path_and_query.clone());
         let target = Uri::from_parts(target).map_err(|_| ProxyError::Internal("upstream uri"))?;
         let request_body = body
@@ -340,10 +359,13 @@ async fn forward(
             match &cluster.pooled {
                 // TLS or circuit-breaker clusters: hyper-util's pool over berth's connector.
                 // Boxed: see `Upstream::send`.
-                Some(pooled) => Box::pin(pooled.request(request))
-                    .await
-                    .map(|response| (response.map(upstream::Body::Hyper), Lease::default()))
-                    .map_err(crate::upstream::SendError::H2),
+                Some(pooled) => match pooled.request(request, endpoint.address) {
+                    Ok(response) => Box::pin(response)
+                        .await
+                        .map(|response| (response.map(upstream::Body::Hyper), Lease::default()))
+                        .map_err(upstream::SendError::H2),
+                    Err(error) => Err(upstream::SendError::EndpointUri(error)),
+                },
                 None => {
                     cluster
                         .upstream

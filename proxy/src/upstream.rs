@@ -12,6 +12,7 @@
 //! of connection share the idle lists, told apart when taken.
 
 mod h1;
+pub(crate) mod h2;
 
 pub(crate) use h1::fuzz_response;
 
@@ -67,7 +68,7 @@ pub(crate) struct Upstream {
 struct Inner {
     connect_timeout: Duration,
     /// hyper-util's pooled client, for clusters that speak h2 with prior knowledge.
-    h2: Option<Client<HttpConnector, RequestBody>>,
+    h2: Option<h2::PerEndpoint<HttpConnector>>,
     idle: Mutex<IdlePool>,
     /// Connections sitting in an [`Affinity`] slot, bounded by [`MAX_HELD`].
     held: AtomicUsize,
@@ -157,6 +158,8 @@ pub(crate) enum SendError {
     Exchange(#[source] h1::Error),
     #[error("h2 request failed")]
     H2(#[source] hyper_util::client::legacy::Error),
+    #[error("no URI for the endpoint")]
+    EndpointUri(#[source] http::Error),
 }
 
 impl SendError {
@@ -166,6 +169,8 @@ impl SendError {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) => true,
             Self::Request(_) | Self::Exchange(_) => false,
             Self::H2(error) => error.is_connect(),
+            // Nothing was sent.
+            Self::EndpointUri(_) => true,
         }
     }
 }
@@ -284,12 +289,13 @@ pub(crate) fn upstream(connect_timeout: Duration, h2: bool) -> Upstream {
         connector.set_nodelay(true);
         connector.set_keepalive(Some(TCP_KEEPALIVE));
         connector.enforce_http(true);
-        Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .http2_only(true)
-            .timer(TokioTimer::new())
-            .build(connector)
+            .timer(TokioTimer::new());
+        h2::PerEndpoint::new(builder, connector, POOL_IDLE_TIMEOUT)
     });
     Upstream {
         inner: Arc::new(Inner {
@@ -313,7 +319,8 @@ impl Upstream {
         authority: &Authority,
         affinity: Option<&Affinity>,
     ) -> Result<(Response<Body>, Lease), SendError> {
-        if let Some(client) = &self.inner.h2 {
+        if let Some(clients) = &self.inner.h2 {
+            let client = clients.client(endpoint).map_err(SendError::EndpointUri)?;
             // Boxed, as below: a large future, which would otherwise size (and be copied with)
             // every request's future.
             let response = Box::pin(client.request(request))

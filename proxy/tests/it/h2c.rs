@@ -43,19 +43,24 @@ async fn h2c_prior_knowledge_is_proxied() {
     assert_eq!(names.len(), 3, "round robin over h2 too: {names:?}");
 }
 
-#[tokio::test]
-async fn h2_upstream_with_prior_knowledge() {
-    use berth_proxy::{Cluster, Config, Proxy, UpstreamProtocol};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+/// An HTTP/2-only backend named `name` that answers with what it saw: its name, the version,
+/// the path, the `:authority` and any Host header.
+async fn h2_backend(name: &'static str) -> std::net::SocketAddr {
+    use hyper_util::rt::TokioIo;
 
-    // An HTTP/2-only backend that reports the version it saw.
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = backend.local_addr().unwrap();
+    let addr = backend.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = backend.accept().await {
             let service = hyper::service::service_fn(
-                |req: http::Request<hyper::body::Incoming>| async move {
-                    let text = format!("{:?} {}", req.version(), req.uri().path());
+                move |req: http::Request<hyper::body::Incoming>| async move {
+                    let hosts: Vec<_> = req.headers().get_all(http::header::HOST).iter().collect();
+                    let text = format!(
+                        "{name} {:?} {} authority={} host={hosts:?}",
+                        req.version(),
+                        req.uri().path(),
+                        req.uri().authority().map_or("-", |a| a.as_str()),
+                    );
                     Ok::<_, std::convert::Infallible>(http::Response::new(
                         http_body_util::Full::new(bytes::Bytes::from(text)),
                     ))
@@ -67,11 +72,35 @@ async fn h2_upstream_with_prior_knowledge() {
             );
         }
     });
+    addr
+}
+
+#[tokio::test]
+async fn h2_upstream_with_prior_knowledge() {
+    use berth_proxy::{Cluster, Config, Proxy, Route, UpstreamProtocol, VirtualHost};
+
+    let (a, b) = (h2_backend("a").await, h2_backend("b").await);
     let proxy = Proxy::new(Config {
-        virtual_hosts: vec![crate::support::vhost("all", &["*"], &[("/", "c")])],
+        virtual_hosts: vec![VirtualHost {
+            name: "all".into(),
+            domains: vec!["*".into()],
+            routes: vec![
+                Route {
+                    path_prefix: "/rewritten".into(),
+                    cluster: "c".into(),
+                    host_rewrite: Some("internal.svc:8080".into()),
+                    ..Route::default()
+                },
+                Route {
+                    path_prefix: "/".into(),
+                    cluster: "c".into(),
+                    ..Route::default()
+                },
+            ],
+        }],
         clusters: vec![Cluster {
             upstream_protocol: UpstreamProtocol::H2,
-            ..crate::support::cluster("c", &[backend_addr])
+            ..crate::support::cluster("c", &[a, b])
         }],
         ..Config::default()
     })
@@ -80,16 +109,33 @@ async fn h2_upstream_with_prior_knowledge() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { proxy.serve_http(listener, std::future::pending()).await });
     let client = Harness::client_for(addr);
-    for path in ["/a", "/b"] {
-        let reply = client.get("x", path).await;
-        assert_eq!(reply.status, http::StatusCode::OK);
-        assert_eq!(reply.body, format!("HTTP/2.0 {path}"));
+    let mut seen = BTreeSet::new();
+    for path in ["/a", "/b", "/c", "/d"] {
+        let reply = client.get("app.example", path).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        // The client's host in :authority (RFC 9113 8.3.1), no Host header beside it; the
+        // connection to the endpoint all the same.
+        let (name, rest) = reply.body.split_once(' ').unwrap();
+        assert_eq!(
+            rest,
+            format!("HTTP/2.0 {path} authority=app.example host=[]")
+        );
+        seen.insert(name.to_owned());
         assert_eq!(
             reply.version,
-            http::Version::HTTP_11,
+            Version::HTTP_11,
             "the client keeps its own version"
         );
     }
+    assert_eq!(seen.len(), 2, "both endpoints served: {seen:?}");
+    let reply = client.get("app.example", "/rewritten").await;
+    assert!(
+        reply
+            .body
+            .ends_with(" HTTP/2.0 /rewritten authority=internal.svc:8080 host=[]"),
+        "{}",
+        reply.body
+    );
 }
 
 /// The proxy tells HTTP/1 from h2 prior knowledge by peeking at the first bytes; a preface or

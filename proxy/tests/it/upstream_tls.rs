@@ -53,7 +53,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A TLS upstream that answers every request with what it saw of the connection:
-/// `sni=<name or ->;alpn=<protocol or ->;client_cert=<yes|no>;version=<HTTP/x>`.
+/// `sni=<name or ->;alpn=<protocol or ->;client_cert=<yes|no>;version=<HTTP/x>`, and for
+/// HTTP/2 `;authority=<its :authority>;host_header=<true|false>`.
 async fn tls_backend(cert: &(String, String), client_ca: Option<&Ca>) -> SocketAddr {
     let chain = vec![CertificateDer::from_pem_slice(cert.0.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap();
@@ -101,7 +102,13 @@ async fn tls_backend(cert: &(String, String), client_ca: Option<&Ca>) -> SocketA
                 };
                 let seen = format!("sni={sni};alpn={alpn};client_cert={client_cert}");
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let body = format!("{seen};version={:?}", request.version());
+                    let mut body = format!("{seen};version={:?}", request.version());
+                    if request.version() == http::Version::HTTP_2 {
+                        // What HTTP/2 carries the host in, and a Host header if any.
+                        let authority = request.uri().authority().map_or("-", |a| a.as_str());
+                        let host = request.headers().contains_key(http::header::HOST);
+                        body += &format!(";authority={authority};host_header={host}");
+                    }
                     async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -254,7 +261,7 @@ async fn h2_cluster_negotiates_h2_by_alpn() {
             (reply.status, reply.body.as_str()),
             (
                 StatusCode::OK,
-                "sni=backend.test;alpn=h2;client_cert=no;version=HTTP/2.0"
+                "sni=backend.test;alpn=h2;client_cert=no;version=HTTP/2.0;authority=any;host_header=false"
             )
         );
     }
