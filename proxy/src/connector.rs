@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Uri};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::ResponseFuture;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::breaker::{Breakers, ConnectionSlot};
 use crate::http::RequestBody;
+use crate::upstream::SendError;
 use crate::upstream::h2::PerEndpoint;
 
 /// TLS towards a cluster's endpoints.
@@ -227,21 +228,22 @@ pub(crate) enum PooledClient {
     /// HTTP/1.1: the request's URI names the endpoint, which keys hyper-util's pool.
     /// Boxed: a client is a few hundred bytes, the other variant a pointer.
     Http1(Box<hyper_util::client::legacy::Client<Connector, RequestBody>>),
-    /// HTTP/2: the URI carries the request's host (its `:authority`); a client per endpoint.
+    /// HTTP/2: the URI carries the request's host (its `:authority`); a connection per
+    /// endpoint.
     Http2(Arc<PerEndpoint<Connector>>),
 }
 
 impl PooledClient {
     /// Sends `request` to `endpoint` (which the URI names for HTTP/1.1).
-    pub(crate) fn request(
+    pub(crate) async fn send(
         &self,
         request: Request<RequestBody>,
         endpoint: SocketAddr,
-    ) -> Result<ResponseFuture, http::Error> {
-        Ok(match self {
-            Self::Http1(client) => client.request(request),
-            Self::Http2(clients) => clients.client(endpoint)?.request(request),
-        })
+    ) -> Result<Response<Incoming>, SendError> {
+        match self {
+            Self::Http1(client) => client.request(request).await.map_err(SendError::Pooled),
+            Self::Http2(conns) => conns.send(request, endpoint).await,
+        }
     }
 }
 
@@ -263,21 +265,15 @@ pub(crate) fn pooled_client(
     tcp.set_nodelay(true);
     tcp.set_keepalive(Some(TCP_KEEPALIVE));
     tcp.enforce_http(true);
-    let mut builder =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-    builder
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .http2_only(h2)
-        .timer(hyper_util::rt::TokioTimer::new());
     let connector = Connector::new(tcp, breakers, tls, connect_timeout);
     if h2 {
-        PooledClient::Http2(Arc::new(PerEndpoint::new(
-            builder,
-            connector,
-            POOL_IDLE_TIMEOUT,
-        )))
-    } else {
-        PooledClient::Http1(Box::new(builder.build(connector)))
+        return PooledClient::Http2(Arc::new(PerEndpoint::new(connector, POOL_IDLE_TIMEOUT)));
     }
+    PooledClient::Http1(Box::new(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .build(connector),
+    ))
 }

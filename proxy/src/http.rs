@@ -357,15 +357,12 @@ async fn forward(
         // moved whole (into hyper's slot for it) once per request.
         let sent = Box::pin(async {
             match &cluster.pooled {
-                // TLS or circuit-breaker clusters: hyper-util's pool over berth's connector.
+                // TLS or circuit-breaker clusters: hyper-util's pool (HTTP/2: `upstream::h2`) over
+                // berth's connector.
                 // Boxed: see `Upstream::send`.
-                Some(pooled) => match pooled.request(request, endpoint.address) {
-                    Ok(response) => Box::pin(response)
-                        .await
-                        .map(|response| (response.map(upstream::Body::Hyper), Lease::default()))
-                        .map_err(upstream::SendError::H2),
-                    Err(error) => Err(upstream::SendError::EndpointUri(error)),
-                },
+                Some(pooled) => Box::pin(pooled.send(request, endpoint.address))
+                    .await
+                    .map(|response| (response.map(upstream::Body::Hyper), Lease::default())),
                 None => {
                     cluster
                         .upstream

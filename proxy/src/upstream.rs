@@ -30,9 +30,8 @@ use http::uri::Authority;
 use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::http::RequestBody;
@@ -156,10 +155,10 @@ pub(crate) enum SendError {
     Request(#[source] hyper::Error),
     #[error("http/1.1 exchange failed")]
     Exchange(#[source] h1::Error),
-    #[error("h2 request failed")]
-    H2(#[source] hyper_util::client::legacy::Error),
-    #[error("no URI for the endpoint")]
-    EndpointUri(#[source] http::Error),
+    #[error("request failed")]
+    Pooled(#[source] hyper_util::client::legacy::Error),
+    #[error("h2 connect failed")]
+    H2Connect(#[source] h2::ConnectFailed),
 }
 
 impl SendError {
@@ -168,9 +167,9 @@ impl SendError {
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_) => true,
             Self::Request(_) | Self::Exchange(_) => false,
-            Self::H2(error) => error.is_connect(),
+            Self::Pooled(error) => error.is_connect(),
             // Nothing was sent.
-            Self::EndpointUri(_) => true,
+            Self::H2Connect(_) => true,
         }
     }
 }
@@ -289,13 +288,7 @@ pub(crate) fn upstream(connect_timeout: Duration, h2: bool) -> Upstream {
         connector.set_nodelay(true);
         connector.set_keepalive(Some(TCP_KEEPALIVE));
         connector.enforce_http(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .http2_only(true)
-            .timer(TokioTimer::new());
-        h2::PerEndpoint::new(builder, connector, POOL_IDLE_TIMEOUT)
+        h2::PerEndpoint::new(connector, POOL_IDLE_TIMEOUT)
     });
     Upstream {
         inner: Arc::new(Inner {
@@ -319,13 +312,10 @@ impl Upstream {
         authority: &Authority,
         affinity: Option<&Affinity>,
     ) -> Result<(Response<Body>, Lease), SendError> {
-        if let Some(clients) = &self.inner.h2 {
-            let client = clients.client(endpoint).map_err(SendError::EndpointUri)?;
+        if let Some(conns) = &self.inner.h2 {
             // Boxed, as below: a large future, which would otherwise size (and be copied with)
             // every request's future.
-            let response = Box::pin(client.request(request))
-                .await
-                .map_err(SendError::H2)?;
+            let response = Box::pin(conns.send(request, endpoint)).await?;
             return Ok((response.map(Body::Hyper), Lease::default()));
         }
         if h1::eligible(&request) {
