@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
@@ -29,13 +29,13 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The HTTP/2 connections of one cluster, one per endpoint, opened on first use through
 /// `connector` (plain TCP, or berth's connector with TLS and breaker accounting). A connection
-/// unused for `forget_after` is dropped (and closes once its last stream ends) the next time
-/// the set grows past twice the size it had after the last such sweep, so that endpoints that
-/// come and go do not pile up.
+/// no request used for `idle_timeout` is let go (it closes once its last stream ends), as
+/// hyper-util's pool does with idle ones; what a failed connect left is swept when the set
+/// grows past twice the size it had after the last sweep.
 pub(crate) struct PerEndpoint<C> {
     connector: C,
-    forget_after: Duration,
-    conns: Mutex<Conns>,
+    idle_timeout: Duration,
+    conns: Arc<Mutex<Conns>>,
 }
 
 struct Conns {
@@ -90,14 +90,14 @@ where
     C::Error: Into<BoxError>,
     C::Future: Send,
 {
-    pub(crate) fn new(connector: C, forget_after: Duration) -> Self {
+    pub(crate) fn new(connector: C, idle_timeout: Duration) -> Self {
         Self {
             connector,
-            forget_after,
-            conns: Mutex::new(Conns {
+            idle_timeout,
+            conns: Arc::new(Mutex::new(Conns {
                 by_endpoint: HashMap::new(),
                 sweep_at: MIN_SWEEP,
-            }),
+            })),
         }
     }
 
@@ -133,9 +133,9 @@ where
                 }
                 _ => {
                     if conns.by_endpoint.len() >= conns.sweep_at {
-                        let forget_after = self.forget_after;
+                        let idle_timeout = self.idle_timeout;
                         conns.by_endpoint.retain(|_, (cell, used)| {
-                            !is_closed(cell) && now.duration_since(*used) < forget_after
+                            !is_closed(cell) && now.duration_since(*used) < idle_timeout
                         });
                         conns.sweep_at = (conns.by_endpoint.len() * 2).max(MIN_SWEEP);
                     }
@@ -145,15 +145,18 @@ where
                 }
             }
         };
-        cell.get_or_init(|| self.connect(endpoint))
+        cell.get_or_init(|| self.connect(endpoint, Arc::downgrade(&cell)))
             .await
             .clone()
             .map_err(SendError::H2Connect)
     }
 
+    /// Opens `endpoint`'s connection, for the slot `cell`; the connection's task lets it go
+    /// from the set when it has been idle for the idle timeout.
     async fn connect(
         &self,
         endpoint: SocketAddr,
+        cell: Weak<Slot>,
     ) -> Result<SendRequest<RequestBody>, ConnectFailed> {
         let failed = |error: BoxError| ConnectFailed::new(error);
         let uri = endpoint_uri(endpoint).map_err(|error| failed(error.into()))?;
@@ -170,8 +173,24 @@ where
             .handshake(io)
             .await
             .map_err(|error| failed(error.into()))?;
+        let (conns, idle_timeout) = (Arc::downgrade(&self.conns), self.idle_timeout);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            // (A zero timeout would make `interval` panic.)
+            let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(1)));
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            check.tick().await;
+            let ended = loop {
+                tokio::select! {
+                    ended = &mut connection => break ended,
+                    _ = check.tick() => {
+                        if let Some(conns) = conns.upgrade() {
+                            let_go_if_idle(&conns, endpoint, &cell, idle_timeout);
+                        }
+                    }
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%endpoint, %error, "h2 upstream connection ended");
             }
         });
@@ -185,6 +204,27 @@ where
             .unwrap_or_else(PoisonError::into_inner)
             .by_endpoint
             .len()
+    }
+}
+
+/// Removes `endpoint`'s slot from the set if it is still `cell` and no request took it for
+/// `idle_timeout`: the set's handle on the connection goes, and hyper closes the connection
+/// when the requests still holding one have ended.
+fn let_go_if_idle(
+    conns: &Mutex<Conns>,
+    endpoint: SocketAddr,
+    cell: &Weak<Slot>,
+    idle_timeout: Duration,
+) {
+    let mut conns = conns.lock().unwrap_or_else(PoisonError::into_inner);
+    let idle = conns
+        .by_endpoint
+        .get(&endpoint)
+        .is_some_and(|(slot, used)| {
+            std::ptr::eq(Arc::as_ptr(slot), cell.as_ptr()) && used.elapsed() >= idle_timeout
+        });
+    if idle {
+        conns.by_endpoint.remove(&endpoint);
     }
 }
 
@@ -220,29 +260,42 @@ mod tests {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioIo;
 
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
-    /// An h2 server counting the connections it accepted; answers with the `:authority`.
-    async fn h2_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    /// An h2 server counting the connections it accepted and those still open; answers with
+    /// the `:authority`.
+    async fn h2_server_counting() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (count, still_open) = (accepted.clone(), open.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                count.fetch_add(1, Ordering::SeqCst);
+                still_open.fetch_add(1, Ordering::SeqCst);
+                let still_open = still_open.clone();
                 let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
                     let authority = request.uri().authority().map(ToString::to_string);
                     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
                         authority.unwrap_or_default(),
                     ))))
                 });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    still_open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
+        (addr, accepted, open)
+    }
+
+    async fn h2_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let (addr, accepted, _) = h2_server_counting().await;
         (addr, accepted)
     }
 
@@ -266,7 +319,7 @@ mod tests {
                 .to_bytes();
             assert_eq!(body, host.as_bytes(), "the host went as :authority");
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(conns.len(), 1);
     }
 
@@ -285,7 +338,72 @@ mod tests {
         while let Some(response) = sends.join_next().await {
             assert_eq!(response.unwrap().unwrap().status(), http::StatusCode::OK);
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_let_go_and_closes() {
+        let (addr, accepted, open) = h2_server_counting().await;
+        let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_millis(100));
+        conns.send(request("x"), addr).await.unwrap();
+        let sender = conns.sender(addr).await.unwrap();
+        assert_eq!(conns.len(), 1);
+        drop(sender);
+        // Let go within two checks of the idle timeout, and closed, nothing holding it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while conns.len() > 0 || open.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "never let go, or never closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The next request opens a new connection.
+        conns.send(request("x"), addr).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A response body that keeps streaming after its connection was let go.
+    #[tokio::test]
+    async fn a_stream_outlives_its_idle_connection_being_let_go() {
+        struct Slow(tokio::sync::mpsc::Receiver<Bytes>);
+        impl hyper::body::Body for Slow {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>>
+            {
+                self.0
+                    .poll_recv(cx)
+                    .map(|chunk| chunk.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                let (send, receive) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(async move {
+                    for i in 0..6 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = send.send(Bytes::from(format!("{i}"))).await;
+                    }
+                });
+                Ok::<_, std::convert::Infallible>(Response::new(Slow(receive)))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        // Let go after 20 ms idle, while the body takes 300 ms.
+        let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_millis(20));
+        let response = conns.send(request("x"), addr).await.unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "012345");
+        assert_eq!(conns.len(), 0, "let go meanwhile");
     }
 
     #[tokio::test]
@@ -301,9 +419,9 @@ mod tests {
     #[tokio::test]
     async fn unused_endpoints_are_forgotten() {
         let (addr, _) = h2_server().await;
-        // Everything counts as unused at once: the set is swept whenever it reaches its
+        // Everything counts as idle at once: the set is swept whenever it reaches its
         // threshold and never holds more than that.
-        let conns = PerEndpoint::new(HttpConnector::new(), Duration::ZERO);
+        let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_millis(1));
         let mut servers = vec![addr];
         for _ in 0..MIN_SWEEP + 4 {
             servers.push(h2_server().await.0);
@@ -318,7 +436,7 @@ mod tests {
     async fn requests_waiting_for_a_failed_connect_fail_with_it() {
         // A connector that counts its connects and refuses them all.
         #[derive(Clone)]
-        struct Refusing(Arc<std::sync::atomic::AtomicUsize>);
+        struct Refusing(Arc<AtomicUsize>);
         impl tower_service::Service<Uri> for Refusing {
             type Response = TokioIo<tokio::net::TcpStream>;
             type Error = BoxError;
@@ -332,14 +450,14 @@ mod tests {
                 std::task::Poll::Ready(Ok(()))
             }
             fn call(&mut self, _: Uri) -> Self::Future {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.fetch_add(1, Ordering::SeqCst);
                 Box::pin(async {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Err(Box::new(Overflow(crate::breaker::OverflowKind::Pending)) as BoxError)
                 })
             }
         }
-        let connects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let connects = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(PerEndpoint::new(
             Refusing(connects.clone()),
             Duration::from_secs(60),
@@ -358,10 +476,10 @@ mod tests {
                 "the breaker's refusal kept"
             );
         }
-        assert_eq!(connects.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(connects.load(Ordering::SeqCst), 1);
         // The next request tries again.
         conns.send(request("x"), addr).await.unwrap_err();
-        assert_eq!(connects.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(connects.load(Ordering::SeqCst), 2);
     }
 
     #[test]
