@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -221,8 +222,9 @@ impl Write for Conn {
     }
 }
 
-/// hyper-util's pooled client over a [`Connector`]: what clusters with TLS or circuit breakers
-/// use, since their connections need the connector's accounting and handshake.
+/// The upstream connections of clusters with TLS or circuit breakers, opened through a
+/// [`Connector`] for its accounting and handshake: hyper-util's pool for HTTP/1.1, one
+/// multiplexed connection per endpoint for HTTP/2.
 #[derive(Clone, Debug)]
 pub(crate) enum PooledClient {
     /// HTTP/1.1: the request's URI names the endpoint, which keys hyper-util's pool.
@@ -234,15 +236,17 @@ pub(crate) enum PooledClient {
 }
 
 impl PooledClient {
-    /// Sends `request` to `endpoint` (which the URI names for HTTP/1.1).
+    /// Sends `request` to `endpoint` (which the URI names for HTTP/1.1), whose address in
+    /// authority form is `authority`.
     pub(crate) async fn send(
         &self,
         request: Request<RequestBody>,
         endpoint: SocketAddr,
+        authority: &Authority,
     ) -> Result<Response<Incoming>, SendError> {
         match self {
             Self::Http1(client) => client.request(request).await.map_err(SendError::Pooled),
-            Self::Http2(conns) => conns.send(request, endpoint).await,
+            Self::Http2(conns) => conns.send(request, endpoint, authority).await,
         }
     }
 }

@@ -360,9 +360,11 @@ async fn forward(
                 // TLS or circuit-breaker clusters: hyper-util's pool (HTTP/2: `upstream::h2`) over
                 // berth's connector.
                 // Boxed: see `Upstream::send`.
-                Some(pooled) => Box::pin(pooled.send(request, endpoint.address))
-                    .await
-                    .map(|response| (response.map(upstream::Body::Hyper), Lease::default())),
+                Some(pooled) => {
+                    Box::pin(pooled.send(request, endpoint.address, &endpoint.authority))
+                        .await
+                        .map(|response| (response.map(upstream::Body::Hyper), Lease::default()))
+                }
                 None => {
                     cluster
                         .upstream

@@ -3,9 +3,9 @@
 //! HTTP/1.1 clusters keep idle connections per endpoint, and a downstream connection holds on
 //! to the upstream connection its last request used ([`Affinity`]), the way HAProxy's
 //! `http-reuse` does: a keep-alive client whose requests go to one endpoint reuses one
-//! upstream connection without touching the shared pool. hyper-util's pooled client, which h2
-//! clusters still use since they multiplex, was ~7% of the proxy's CPU in `perf` on
-//! `bench/proxy.sh` keepalive (pool checkout, SipHash of the pool key, URI rewriting).
+//! upstream connection without touching the shared pool (hyper-util's pooled client was ~7% of
+//! the proxy's CPU in `perf` on `bench/proxy.sh` keepalive: pool checkout, SipHash of the pool
+//! key, URI rewriting). h2 clusters multiplex over one connection per endpoint ([`h2`]).
 //!
 //! Requests without a body go through berth's own HTTP/1.1 client ([`h1`]), in the request's
 //! task; the others through hyper's, whose connections run in tasks of their own. Both kinds
@@ -66,7 +66,8 @@ pub(crate) struct Upstream {
 #[derive(Debug)]
 struct Inner {
     connect_timeout: Duration,
-    /// hyper-util's pooled client, for clusters that speak h2 with prior knowledge.
+    /// One multiplexed connection per endpoint, for clusters that speak h2 with prior
+    /// knowledge.
     h2: Option<h2::PerEndpoint<HttpConnector>>,
     idle: Mutex<IdlePool>,
     /// Connections sitting in an [`Affinity`] slot, bounded by [`MAX_HELD`].
@@ -155,7 +156,7 @@ pub(crate) enum SendError {
     Request(#[source] hyper::Error),
     #[error("http/1.1 exchange failed")]
     Exchange(#[source] h1::Error),
-    #[error("request failed")]
+    #[error("pooled request failed")]
     Pooled(#[source] hyper_util::client::legacy::Error),
     #[error("h2 connect failed")]
     H2Connect(#[source] h2::ConnectFailed),
@@ -315,7 +316,7 @@ impl Upstream {
         if let Some(conns) = &self.inner.h2 {
             // Boxed, as below: a large future, which would otherwise size (and be copied with)
             // every request's future.
-            let response = Box::pin(conns.send(request, endpoint)).await?;
+            let response = Box::pin(conns.send(request, endpoint, authority)).await?;
             return Ok((response.map(Body::Hyper), Lease::default()));
         }
         if h1::eligible(&request) {

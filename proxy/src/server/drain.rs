@@ -145,10 +145,9 @@ pub(crate) async fn serve<C: Future + Unpin>(
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     use super::*;
-
-    use std::time::Duration;
 
     /// A connection that a graceful shutdown can replace.
     type Connection = std::pin::Pin<Box<dyn Future<Output = Option<()>> + Send>>;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use http::uri::Authority;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
@@ -102,16 +103,18 @@ where
     }
 
     /// Sends `request` (its URI's authority becomes `:authority`) over `endpoint`'s
-    /// connection, opening one if there is none or the one there has closed.
+    /// connection, opening one if there is none or the one there has closed; `authority` is
+    /// the endpoint's address in that form, which the connector dials.
     pub(crate) async fn send(
         &self,
         request: Request<RequestBody>,
         endpoint: SocketAddr,
+        authority: &Authority,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut sender = self.sender(endpoint).await?;
+        let mut sender = self.sender(endpoint, authority).await?;
         if sender.ready().await.is_err() {
             // Closed by the server (GOAWAY, idle close) since it was last used: a new one.
-            sender = self.sender(endpoint).await?;
+            sender = self.sender(endpoint, authority).await?;
             sender.ready().await.map_err(SendError::Handshake)?;
         }
         sender
@@ -122,7 +125,11 @@ where
 
     /// `endpoint`'s connection: the open one, or a new one (one connect for all the requests
     /// that wait for it).
-    async fn sender(&self, endpoint: SocketAddr) -> Result<SendRequest<RequestBody>, SendError> {
+    async fn sender(
+        &self,
+        endpoint: SocketAddr,
+        authority: &Authority,
+    ) -> Result<SendRequest<RequestBody>, SendError> {
         let cell = {
             let now = Instant::now();
             let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -145,7 +152,7 @@ where
                 }
             }
         };
-        cell.get_or_init(|| self.connect(endpoint, Arc::downgrade(&cell)))
+        cell.get_or_init(|| self.connect(endpoint, authority, Arc::downgrade(&cell)))
             .await
             .clone()
             .map_err(SendError::H2Connect)
@@ -156,10 +163,16 @@ where
     async fn connect(
         &self,
         endpoint: SocketAddr,
+        authority: &Authority,
         cell: Weak<Slot>,
     ) -> Result<SendRequest<RequestBody>, ConnectFailed> {
         let failed = |error: BoxError| ConnectFailed::new(error);
-        let uri = endpoint_uri(endpoint).map_err(|error| failed(error.into()))?;
+        // `http://ADDR/`: what the connectors dial.
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::from_parts(uri).map_err(|error| failed(error.into()))?;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -244,25 +257,52 @@ impl<C> fmt::Debug for PerEndpoint<C> {
     }
 }
 
-/// `http://ADDR/`: what the connectors dial (IPv6 in brackets).
-fn endpoint_uri(endpoint: SocketAddr) -> Result<Uri, http::Error> {
-    Uri::builder()
-        .scheme("http")
-        .authority(endpoint.to_string())
-        .path_and_query("/")
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioIo;
 
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
+
+    fn authority(endpoint: SocketAddr) -> Authority {
+        endpoint.to_string().parse().unwrap()
+    }
+
+    /// A connector that counts its connects and refuses each after `delay`, as a circuit
+    /// breaker does.
+    #[derive(Clone)]
+    struct Refusing {
+        connects: Arc<AtomicUsize>,
+        delay: Duration,
+    }
+
+    impl tower_service::Service<Uri> for Refusing {
+        type Response = TokioIo<tokio::net::TcpStream>;
+        type Error = BoxError;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+        >;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Uri) -> Self::Future {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            let delay = self.delay;
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Err(Box::new(Overflow(crate::breaker::OverflowKind::Pending)) as BoxError)
+            })
+        }
+    }
 
     /// An h2 server counting the connections it accepted and those still open; answers with
     /// the `:authority`.
@@ -312,7 +352,10 @@ mod tests {
         let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_secs(60));
         for i in 0..20 {
             let host = format!("host-{i}.example");
-            let response = conns.send(request(&host), addr).await.unwrap();
+            let response = conns
+                .send(request(&host), addr, &authority(addr))
+                .await
+                .unwrap();
             let body = http_body_util::BodyExt::collect(response.into_body())
                 .await
                 .unwrap()
@@ -333,7 +376,11 @@ mod tests {
         let mut sends = tokio::task::JoinSet::new();
         for i in 0..50 {
             let conns = conns.clone();
-            sends.spawn(async move { conns.send(request(&format!("h{i}")), addr).await });
+            sends.spawn(async move {
+                conns
+                    .send(request(&format!("h{i}")), addr, &authority(addr))
+                    .await
+            });
         }
         while let Some(response) = sends.join_next().await {
             assert_eq!(response.unwrap().unwrap().status(), http::StatusCode::OK);
@@ -345,8 +392,11 @@ mod tests {
     async fn an_idle_connection_is_let_go_and_closes() {
         let (addr, accepted, open) = h2_server_counting().await;
         let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_millis(100));
-        conns.send(request("x"), addr).await.unwrap();
-        let sender = conns.sender(addr).await.unwrap();
+        conns
+            .send(request("x"), addr, &authority(addr))
+            .await
+            .unwrap();
+        let sender = conns.sender(addr, &authority(addr)).await.unwrap();
         assert_eq!(conns.len(), 1);
         drop(sender);
         // Let go within two checks of the idle timeout, and closed, nothing holding it.
@@ -356,7 +406,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The next request opens a new connection.
-        conns.send(request("x"), addr).await.unwrap();
+        conns
+            .send(request("x"), addr, &authority(addr))
+            .await
+            .unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -397,7 +450,10 @@ mod tests {
         });
         // Let go after 20 ms idle, while the body takes 300 ms.
         let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_millis(20));
-        let response = conns.send(request("x"), addr).await.unwrap();
+        let response = conns
+            .send(request("x"), addr, &authority(addr))
+            .await
+            .unwrap();
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await
             .unwrap()
@@ -412,61 +468,48 @@ mod tests {
         let addr = closed.local_addr().unwrap();
         drop(closed);
         let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_secs(60));
-        let error = conns.send(request("x"), addr).await.unwrap_err();
+        let error = conns
+            .send(request("x"), addr, &authority(addr))
+            .await
+            .unwrap_err();
         assert!(error.is_connect(), "{error:?}");
     }
 
     #[tokio::test]
-    async fn unused_endpoints_are_forgotten() {
-        let (addr, _) = h2_server().await;
-        // Everything counts as idle at once: the set is swept whenever it reaches its
-        // threshold and never holds more than that.
-        let conns = PerEndpoint::new(HttpConnector::new(), Duration::from_millis(1));
-        let mut servers = vec![addr];
-        for _ in 0..MIN_SWEEP + 4 {
-            servers.push(h2_server().await.0);
-        }
-        for server in servers {
-            conns.send(request("x"), server).await.unwrap();
+    async fn failed_endpoints_are_swept() {
+        // What failed connects leave has no connection task to let it go: the sweep bounds it.
+        let conns = PerEndpoint::new(
+            Refusing {
+                connects: Arc::default(),
+                delay: Duration::ZERO,
+            },
+            Duration::from_secs(60),
+        );
+        for port in 1..200 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            conns
+                .send(request("x"), addr, &authority(addr))
+                .await
+                .unwrap_err();
             assert!(conns.len() <= MIN_SWEEP, "{}", conns.len());
         }
     }
 
     #[tokio::test]
     async fn requests_waiting_for_a_failed_connect_fail_with_it() {
-        // A connector that counts its connects and refuses them all.
-        #[derive(Clone)]
-        struct Refusing(Arc<AtomicUsize>);
-        impl tower_service::Service<Uri> for Refusing {
-            type Response = TokioIo<tokio::net::TcpStream>;
-            type Error = BoxError;
-            type Future = std::pin::Pin<
-                Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
-            >;
-            fn poll_ready(
-                &mut self,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Result<(), BoxError>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-            fn call(&mut self, _: Uri) -> Self::Future {
-                self.0.fetch_add(1, Ordering::SeqCst);
-                Box::pin(async {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Err(Box::new(Overflow(crate::breaker::OverflowKind::Pending)) as BoxError)
-                })
-            }
-        }
         let connects = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(PerEndpoint::new(
-            Refusing(connects.clone()),
+            Refusing {
+                connects: connects.clone(),
+                delay: Duration::from_millis(50),
+            },
             Duration::from_secs(60),
         ));
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut sends = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let conns = conns.clone();
-            sends.spawn(async move { conns.send(request("x"), addr).await });
+            sends.spawn(async move { conns.send(request("x"), addr, &authority(addr)).await });
         }
         while let Some(result) = sends.join_next().await {
             let error = result.unwrap().unwrap_err();
@@ -478,15 +521,10 @@ mod tests {
         }
         assert_eq!(connects.load(Ordering::SeqCst), 1);
         // The next request tries again.
-        conns.send(request("x"), addr).await.unwrap_err();
+        conns
+            .send(request("x"), addr, &authority(addr))
+            .await
+            .unwrap_err();
         assert_eq!(connects.load(Ordering::SeqCst), 2);
-    }
-
-    #[test]
-    fn endpoint_uris_bracket_ipv6() {
-        let uri = endpoint_uri("[::1]:8080".parse().unwrap()).unwrap();
-        assert_eq!(uri.authority().unwrap(), "[::1]:8080");
-        let uri = endpoint_uri("10.0.0.1:80".parse().unwrap()).unwrap();
-        assert_eq!(uri.authority().unwrap(), "10.0.0.1:80");
     }
 }
