@@ -23,7 +23,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::OnceCell;
 
 use super::SendError;
-use crate::breaker::Overflow;
 use crate::http::RequestBody;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -50,35 +49,21 @@ struct Conns {
 /// waited for a connect that failed fail with it, instead of each trying again in turn.
 type Slot = OnceCell<Result<SendRequest<RequestBody>, ConnectFailed>>;
 
-/// A failed connect, shared by the requests that waited for it.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{message}")]
-pub(crate) struct ConnectFailed {
-    message: String,
-    /// A circuit breaker refused the connect: kept so that the refusal is told apart.
-    #[source]
-    overflow: Option<Overflow>,
-}
+/// A failed connect, shared by the requests that waited for it: the error itself, behind an
+/// `Arc`, so that its sources (a circuit breaker's refusal among them) stay in the chain.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectFailed(Arc<dyn StdError + Send + Sync>);
 
-impl ConnectFailed {
-    fn new(error: BoxError) -> Self {
-        Self {
-            message: error_chain(&*error),
-            overflow: Overflow::find(&*error),
-        }
+impl fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
-/// `error` and its sources, joined by ": ".
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut next = error.source();
-    while let Some(source) = next {
-        message.push_str(": ");
-        message.push_str(&source.to_string());
-        next = source.source();
+impl StdError for ConnectFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
     }
-    message
 }
 
 /// The size below which the set is never swept.
@@ -166,7 +151,7 @@ where
         authority: &Authority,
         cell: Weak<Slot>,
     ) -> Result<SendRequest<RequestBody>, ConnectFailed> {
-        let failed = |error: BoxError| ConnectFailed::new(error);
+        let failed = |error: BoxError| ConnectFailed(Arc::from(error));
         // `http://ADDR/`: what the connectors dial.
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
@@ -261,12 +246,21 @@ impl<C> fmt::Debug for PerEndpoint<C> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use crate::breaker::Overflow;
+
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioIo;
 
     use super::*;
+
+    async fn body(response: Response<Incoming>) -> Bytes {
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+    }
 
     fn authority(endpoint: SocketAddr) -> Authority {
         endpoint.to_string().parse().unwrap()
@@ -356,11 +350,11 @@ mod tests {
                 .send(request(&host), addr, &authority(addr))
                 .await
                 .unwrap();
-            let body = http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            assert_eq!(body, host.as_bytes(), "the host went as :authority");
+            assert_eq!(
+                body(response).await,
+                host.as_bytes(),
+                "the host went as :authority"
+            );
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(conns.len(), 1);
@@ -454,11 +448,7 @@ mod tests {
             .send(request("x"), addr, &authority(addr))
             .await
             .unwrap();
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        assert_eq!(body, "012345");
+        assert_eq!(body(response).await, "012345");
         assert_eq!(conns.len(), 0, "let go meanwhile");
     }
 
